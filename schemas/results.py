@@ -1,0 +1,82 @@
+"""Typed results of a finished job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from reprlab.schemas._base import ResponseModel
+
+
+class LayerCurve(ResponseModel):
+    """One metric's value at each analysed layer of one condition."""
+
+    metric: str = Field(description="Metric id, e.g. 'id_twonn'.")
+    label: str = Field(description="Exact estimator label, e.g. 'TwoNN ID (discard 10%)'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+    layers: list[int] = Field(description="Layer indices (HF hidden_states numbering).")
+    values: list[float | None] = Field(description="Value per layer; null where undefined.")
+    errors: list[float | None] | None = Field(
+        default=None, description="Standard error per layer where the estimator gives one."
+    )
+    summary: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Scalars over layers, e.g. 'auc': normalised area under the curve.",
+    )
+
+
+class ConditionResult(ResponseModel):
+    """Everything measured for one condition."""
+
+    name: str = Field(description="Condition name from the spec.")
+    paradigm: str = Field(description="'icl', ...")
+    n_items: int = Field(description="Number of query items analysed.")
+    layers: list[int] = Field(description="Layer indices that were extracted.")
+    duplicates: list[int] = Field(
+        default_factory=list,
+        description="Per layer, number of duplicate rows removed before the metrics.",
+    )
+    curves: list[LayerCurve] = Field(default_factory=list, description="Per-layer metric curves.")
+    activations_artifact: str | None = Field(
+        default=None, description="Artifact name of this condition's activations (safetensors)."
+    )
+    prompt_tokens_mean: float | None = Field(
+        default=None, description="Mean prompt length in tokens."
+    )
+
+    def curve(self, metric: str) -> LayerCurve:
+        """The curve of a metric id; KeyError if this condition has none."""
+        for c in self.curves:
+            if c.metric == metric:
+                return c
+        raise KeyError(f"condition {self.name!r} has no curve for metric {metric!r}")
+
+
+class ModelInfo(ResponseModel):
+    """What was actually loaded."""
+
+    name: str = Field(description="Model name as given in the spec.")
+    resolved: str = Field(description="Where the weights came from (path or hub id@revision).")
+    n_layers: int = Field(description="Number of transformer blocks.")
+    hidden_size: int = Field(description="Width of the residual stream.")
+    dtype: str = Field(description="Dtype of the forward passes.")
+    device: str = Field(description="Device of the forward passes.")
+
+
+class JobResults(ResponseModel):
+    """The typed results of a succeeded job."""
+
+    job_id: str = Field(description="Job id.")
+    model: ModelInfo = Field(description="The model that was analysed.")
+    conditions: list[ConditionResult] = Field(description="One entry per condition, spec order.")
+    artifacts: list[str] = Field(
+        default_factory=list, description="Names of downloadable artifacts of this job."
+    )
+
+    def condition(self, name: str) -> ConditionResult:
+        """The result of a condition by name; KeyError if absent."""
+        for c in self.conditions:
+            if c.name == name:
+                return c
+        raise KeyError(f"no condition named {name!r}; have {[c.name for c in self.conditions]}")

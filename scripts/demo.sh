@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: set-up, pull the built-in SmolLM2, start Redis + API server + one worker, then
+# submit a real zero-shot vs 5-shot analysis through the Python SDK (examples/quickstart.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+reprlab models pull smollm2-135m-instruct
+reprlab up
+exec python examples/quickstart.py "$@"

@@ -1,0 +1,290 @@
+"""TwoNN and Gride against dadapy 0.3.4 on the same data, known manifolds, the AUC and the
+metric registry (`compute_layer_metrics`)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+from pydantic import ValidationError
+
+import reprlab.worker.metrics as metrics_pkg
+from reprlab.schemas.specs import GrideMetric, TwoNNMetric
+from reprlab.worker.errors import MetricError
+from reprlab.worker.metrics import METRICS, compute_layer_metrics
+from reprlab.worker.metrics.intrinsic_dim import (
+    gride,
+    gride_scales,
+    gride_scaling,
+    normalised_auc,
+    twonn,
+)
+from reprlab.worker.metrics.knn import KnnGraph, knn_graph
+
+T = TypeVar("T")
+Array = npt.NDArray[np.float32]
+
+
+def _quietly(fn: Callable[[], T]) -> T:
+    """Run a dadapy call without its prints and warnings."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn()
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+def _gaussian(n: int, d: int, big_d: int, seed: int) -> Array:
+    """n points of a d-dim standard Gaussian, linearly embedded in big_d dims, with an offset."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) @ rng.normal(size=(d, big_d)) + rng.normal(size=big_d)
+    return x.astype(np.float32)
+
+
+def _plane(n: int, big_d: int, seed: int) -> Array:
+    """n points uniform on a unit square, linearly embedded in big_d dims."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(n, 2)) @ rng.normal(size=(2, big_d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> Array:
+    """A 5-D Gaussian in 100-D (1000 points) mixed with a 2-D plane part: a curved ID."""
+    return np.concatenate([_gaussian(700, 5, 100, seed=0), _plane(300, 100, seed=1) * 5])
+
+
+@pytest.fixture(scope="module")
+def graph(data: Array) -> KnnGraph:
+    return knn_graph(torch.from_numpy(data), 64, chunk_size=300)
+
+
+@pytest.fixture(scope="module")
+def dadapy_data() -> Iterator[Callable[..., Any]]:
+    from dadapy import Data
+
+    yield Data
+
+
+# --- TwoNN == dadapy compute_id_2NN ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("discard", [0.1, 0.25, 0.0])
+def test_twonn_equals_dadapy_from_coordinates_and_from_our_distances(
+    data: Array, graph: KnnGraph, dadapy_data: Any, discard: float
+) -> None:
+    ours = twonn(graph, discard_fraction=discard)
+    mu_fraction = 1.0 - discard
+    from_x = _quietly(lambda: dadapy_data(coordinates=data).compute_id_2NN(mu_fraction=mu_fraction))
+    from_graph = _quietly(
+        lambda: dadapy_data(distances=(graph.distances, graph.indices)).compute_id_2NN(
+            mu_fraction=mu_fraction
+        )
+    )
+    for ref_id, _, ref_scale in (from_x, from_graph):
+        assert _rel(ours.value, ref_id) < 1e-6
+        assert _rel(ours.scale, ref_scale) < 1e-9
+    assert ours.error is None  # dadapy reports 0.0: it has no error without decimation
+    assert ours.n_used == (int(1000 * mu_fraction) if discard else 1000)
+
+
+# --- Gride == dadapy return_id_scaling_gride ---------------------------------------------------
+
+
+def test_gride_scaling_equals_dadapy_from_coordinates_and_from_our_distances(
+    data: Array, graph: KnnGraph, dadapy_data: Any
+) -> None:
+    ours = gride_scaling(graph, range_max=64)
+    assert [(s.n1, s.n2) for s in ours] == [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64)]
+    from_x = _quietly(lambda: dadapy_data(coordinates=data).return_id_scaling_gride(range_max=64))
+    from_graph = _quietly(
+        lambda: dadapy_data(
+            distances=(graph.distances, graph.indices), maxk=64
+        ).return_id_scaling_gride(range_max=64)
+    )
+    for ids, errs, scales in (from_x, from_graph):
+        assert len(ids) == len(ours)
+        for s, ref_id, ref_err, ref_scale in zip(ours, ids, errs, scales, strict=True):
+            assert _rel(s.value, ref_id) < 1e-3
+            assert _rel(s.error, ref_err) < 1e-3
+            assert _rel(s.scale, ref_scale) < 1e-3
+
+
+def test_single_scale_gride_equals_its_scale_in_the_sweep(graph: KnnGraph) -> None:
+    sweep = {(s.n1, s.n2): s for s in gride_scaling(graph, range_max=64)}
+    one = gride(graph, 16, 32)
+    assert (one.value, one.error, one.scale) == (
+        sweep[16, 32].value,
+        sweep[16, 32].error,
+        sweep[16, 32].scale,
+    )
+
+
+def test_gride_with_n2_not_twice_n1_follows_dadapy_likelihood(graph: KnnGraph) -> None:
+    from dadapy._utils import utils as dadapy_utils
+
+    mus = graph.distances[:, 12] / graph.distances[:, 4]
+    ref = dadapy_utils._argmax_loglik(np.float64, 1e-3, 1e3, mus.copy(), 4, 12, eps=1e-7)
+    ours = gride(graph, 4, 12)
+    assert _rel(ours.value, ref) < 1e-12
+    # The error uses the real n2 (dadapy's single-scale helper always passes 2*n1).
+    fisher = dadapy_utils._fisher_info_scaling(ref, mus, 4, 12, eps=5 * np.finfo(float).eps)
+    assert ours.error is not None and _rel(ours.error, fisher**-0.5) < 1e-9
+
+
+def test_gride_scales() -> None:
+    assert gride_scales(2) == [(1, 2)]
+    assert gride_scales(48) == [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32)]
+    with pytest.raises(MetricError, match="range_max must be >= 2"):
+        gride_scales(1)
+
+
+# --- known dimensions ---------------------------------------------------------------------------
+# Both estimators have a standard error of about d / sqrt(N) (2.2% of d at N = 2000). We allow
+# 10% of d (> 4 standard errors) and use Gride only up to n2 = 16: at larger scales the
+# Gaussian's falling density and the square's edges bias the estimate down, as they should.
+
+
+@pytest.mark.parametrize(
+    ("points", "dim"), [(_plane(2000, 50, seed=2), 2), (_gaussian(2000, 5, 100, seed=3), 5)]
+)
+def test_known_manifolds(points: Array, dim: int) -> None:
+    g = knn_graph(torch.from_numpy(points), 16)
+    assert abs(twonn(g).value - dim) < 0.1 * dim
+    for s in gride_scaling(g, range_max=16):
+        assert abs(s.value - dim) < 0.1 * dim, (s.n1, s.n2, s.value)
+
+
+# --- errors of the estimators -------------------------------------------------------------------
+
+
+def test_estimators_refuse_duplicates_and_short_graphs(data: Array) -> None:
+    dup = np.concatenate([data[:50], data[:10]])
+    g = knn_graph(torch.from_numpy(dup), 8)
+    with pytest.raises(MetricError, match="distance 0 .duplicate points."):
+        twonn(g)
+    with pytest.raises(MetricError, match="needs the 16-th nearest neighbour; the graph has k=8"):
+        gride(knn_graph(torch.from_numpy(data[:50]), 8), 8, 16)
+    with pytest.raises(MetricError, match="1 <= n1 < n2"):
+        gride(g, 4, 4)
+    with pytest.raises(MetricError, match="discard_fraction"):
+        twonn(g, discard_fraction=1.0)
+
+
+def test_twonn_with_too_few_kept_points_says_how_many_are_needed(data: Array) -> None:
+    g = knn_graph(torch.from_numpy(data[:3]), 2)
+    with pytest.raises(MetricError, match="with 3 distinct points that is none") as err:
+        twonn(g, discard_fraction=0.8)
+    assert err.value.hint == "analyse at least 6 distinct points"
+
+
+# --- normalised AUC -----------------------------------------------------------------------------
+
+
+def test_normalised_auc_by_hand() -> None:
+    # t = 1/4, 2/4, 3/4, 1: trapezoids 1/4 * (3 + 4 + 3) = 2.5 over a width of 3/4.
+    assert normalised_auc([0, 1, 2, 3, 4], [100.0, 2.0, 4.0, 4.0, 2.0]) == pytest.approx(10 / 3)
+    # Missing values are bridged; order does not matter; L = max layer (6) even if undefined.
+    # points t = 2/6 (5), 4/6 (1): one trapezoid, area 1/3 * 3 over width 1/3 -> 3.
+    assert normalised_auc([4, 0, 2, 6], [1.0, 9.0, 5.0, None]) == pytest.approx(3.0)
+    assert normalised_auc([0, 1, 2, 3], [1.0, 2.0, math.nan, None]) is None
+    assert normalised_auc([0], [1.0]) is None
+    assert normalised_auc([], []) is None
+    with pytest.raises(MetricError, match="3 layers but 2 values"):
+        normalised_auc([0, 1, 2], [1.0, 2.0])
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+def test_registry_holds_both_id_metrics() -> None:
+    assert {"id_twonn", "id_gride"} <= set(METRICS)
+    assert METRICS["id_twonn"].max_k(TwoNNMetric()) == 2
+    assert METRICS["id_gride"].max_k(GrideMetric(range_max=100, report_n2=64)) == 64
+
+
+def test_compute_layer_metrics_builds_one_graph_and_matches_the_estimators(
+    data: Array, graph: KnnGraph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+
+    def counting_knn_graph(x: torch.Tensor, k: int, **kw: Any) -> KnnGraph:
+        built.append(k)
+        return knn_graph(x, k, **kw)
+
+    monkeypatch.setattr(metrics_pkg, "knn_graph", counting_knn_graph)
+    x = torch.from_numpy(np.concatenate([data, data[:7]]))
+    specs = [TwoNNMetric(discard_fraction=0.1), GrideMetric(range_max=64, report_n2=32)]
+    out = compute_layer_metrics(x, specs, device=torch.device("cpu"), chunk_size=256)
+    assert built == [64] and out.n_duplicates == 7
+
+    (tw,) = out.outputs["id_twonn"]
+    assert tw.params == {"discard_fraction": 0.1} and tw.label == "TwoNN ID (discard 10%)"
+    assert tw.value == twonn(graph, 0.1).value and tw.error is None
+
+    gr = out.outputs["id_gride"]
+    assert [o.params["n2"] for o in gr] == [32, 2, 4, 8, 16, 64]
+    assert gr[0].params == {"n1": 16, "n2": 32} and gr[0].label == "Gride ID (n1=16, n2=32)"
+    ref = {s.n2: s for s in gride_scaling(graph, 64)}
+    for o in gr:
+        assert (o.value, o.error) == (ref[o.params["n2"]].value, ref[o.params["n2"]].error)
+
+
+def test_gride_without_report_scale_keeps_sweep_order_and_labels(data: Array) -> None:
+    out = compute_layer_metrics(
+        torch.from_numpy(data[:100]),
+        [GrideMetric(range_max=16, report_n2=None), TwoNNMetric(discard_fraction=0.0)],
+    )
+    assert [o.label for o in out.outputs["id_gride"]] == [
+        "Gride ID (n1=1, n2=2)",
+        "Gride ID (n1=2, n2=4)",
+        "Gride ID (n1=4, n2=8)",
+        "Gride ID (n1=8, n2=16)",
+    ]
+    assert out.outputs["id_twonn"][0].label == "TwoNN ID (maximum likelihood, no discard)"
+    assert out.n_duplicates == 0
+
+
+@pytest.mark.parametrize(
+    ("report_n2", "message"),
+    [(24, "report_n2=24 is not a scale"), (128, "report_n2=128 exceeds range_max")],
+)
+def test_bad_report_scale_is_refused_by_the_spec_and_by_the_metric(
+    data: Array, report_n2: int, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=f"report_n2={report_n2} is not a scale"):
+        GrideMetric(range_max=64, report_n2=report_n2)
+    # A spec that skipped validation still gets a clear error from the metric itself.
+    unchecked = GrideMetric.model_construct(name="id_gride", range_max=64, report_n2=report_n2)
+    with pytest.raises(MetricError, match=message):
+        compute_layer_metrics(torch.from_numpy(data[:100]), [unchecked])
+
+
+def test_too_few_distinct_points_says_how_many_are_needed(data: Array) -> None:
+    x = torch.from_numpy(np.concatenate([data[:40]] * 3))
+    specs = [TwoNNMetric(), GrideMetric(range_max=64, report_n2=32)]
+    with pytest.raises(MetricError) as err:
+        compute_layer_metrics(x, specs)
+    assert str(err.value) == (
+        "too few distinct points: id_gride needs 65, but this layer has 40 distinct points "
+        "(80 duplicates of 120 rows removed)"
+    )
+    assert err.value.hint is not None
+
+
+def test_unknown_or_repeated_metric_is_a_metric_error(data: Array) -> None:
+    x = torch.from_numpy(data[:20])
+    with pytest.raises(MetricError, match="listed once"):
+        compute_layer_metrics(x, [TwoNNMetric(), TwoNNMetric()])
+    bogus = TwoNNMetric.model_construct(name="id_nope")
+    with pytest.raises(MetricError, match="unknown metric 'id_nope'"):
+        compute_layer_metrics(x, [bogus])  # type: ignore[list-item]
