@@ -44,6 +44,13 @@ class ConditionResult(ResponseModel):
     prompt_tokens_mean: float | None = Field(
         default=None, description="Mean prompt length in tokens."
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Why some values are null, e.g. 'layer 0: id_gride: too few distinct points' "
+            "(prompts that end in the same token share their embedding-layer state)."
+        ),
+    )
 
     def curve(self, metric: str) -> LayerCurve:
         """The curve of a metric id; KeyError if this condition has none."""

@@ -269,16 +269,24 @@ def test_bad_report_scale_is_refused_by_the_spec_and_by_the_metric(
         compute_layer_metrics(torch.from_numpy(data[:100]), [unchecked])
 
 
-def test_too_few_distinct_points_says_how_many_are_needed(data: Array) -> None:
+def test_too_few_distinct_points_skips_that_metric_only_and_says_why(data: Array) -> None:
     x = torch.from_numpy(np.concatenate([data[:40]] * 3))
     specs = [TwoNNMetric(), GrideMetric(range_max=64, report_n2=32)]
-    with pytest.raises(MetricError) as err:
-        compute_layer_metrics(x, specs)
-    assert str(err.value) == (
-        "too few distinct points: id_gride needs 65, but this layer has 40 distinct points "
-        "(80 duplicates of 120 rows removed)"
-    )
-    assert err.value.hint is not None
+    out = compute_layer_metrics(x, specs)
+    assert out.skipped == {
+        "id_gride": "too few distinct points: id_gride needs 65, but this layer has 40 distinct "
+        "points (80 duplicates of 120 rows removed)"
+    }
+    assert out.n_duplicates == 80 and "id_gride" not in out.outputs
+    ref = twonn(knn_graph(torch.from_numpy(data[:40]), 2), 0.1).value
+    assert out.outputs["id_twonn"][0].value == ref
+
+
+def test_a_single_distinct_point_skips_every_metric(data: Array) -> None:
+    x = torch.from_numpy(np.repeat(data[:1], 30, axis=0))
+    out = compute_layer_metrics(x, [TwoNNMetric(), GrideMetric(range_max=8, report_n2=8)])
+    assert out.outputs == {} and set(out.skipped) == {"id_twonn", "id_gride"}
+    assert "has 1 distinct points" in out.skipped["id_twonn"]
 
 
 def test_unknown_or_repeated_metric_is_a_metric_error(data: Array) -> None:

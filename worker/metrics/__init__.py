@@ -100,10 +100,13 @@ class LayerMetrics:
 
     Attributes:
         outputs: metric id -> its outputs (first = main curve), in spec order.
+        skipped: metric id -> why it has no value on this layer (e.g. too few distinct
+            points: the last-token embeddings of prompts that all end in the same token).
         n_duplicates: duplicate rows removed before the metrics.
     """
 
     outputs: dict[str, list[MetricOutput]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     n_duplicates: int = 0
 
 
@@ -116,6 +119,10 @@ def compute_layer_metrics(
 ) -> LayerMetrics:
     """Run every metric of `specs` on one layer's representations.
 
+    A metric the layer's data cannot support (fewer distinct points than it needs, or an
+    estimator that is undefined on these points) is reported in `skipped` with the reason, and
+    the other metrics are still computed: one degenerate layer must not sink a job.
+
     Args:
         x: [n, d] representations of one layer (one row per item).
         specs: the job's metric specs (each metric id at most once).
@@ -123,7 +130,7 @@ def compute_layer_metrics(
         chunk_size: query rows per kNN product block (see `knn_graph`).
 
     Raises:
-        MetricError: an unknown metric, or fewer distinct points than a metric needs.
+        MetricError: a spec problem: an unknown or repeated metric, or invalid parameters.
     """
     impls = [(spec, _impl(spec.name)) for spec in specs]
     names = [spec.name for spec in specs]
@@ -133,20 +140,27 @@ def compute_layer_metrics(
     device = device if device is not None else default_device()
     x_unique, n_dup = remove_duplicates(x.to(device))
     n = int(x_unique.shape[0])
-    short = {name: k for name, k in needs.items() if k >= n}
-    if short:
-        wanted = ", ".join(f"{name} needs {k + 1}" for name, k in short.items())
-        raise MetricError(
-            f"too few distinct points: {wanted}, but this layer has {n} distinct points "
-            f"({n_dup} duplicates of {n + n_dup} rows removed)",
-            hint="analyse more items (dataset.n_eval) or lower the metric's neighbour range",
-        )
     result = LayerMetrics(n_duplicates=n_dup)
-    if not impls:
+    for name, k in needs.items():
+        if k >= n:
+            result.skipped[name] = (
+                f"too few distinct points: {name} needs {k + 1}, but this layer has {n} "
+                f"distinct points ({n_dup} duplicates of {n + n_dup} rows removed)"
+            )
+    runnable = [(spec, impl) for spec, impl in impls if spec.name not in result.skipped]
+    if not runnable:
         return result
-    graph = knn_graph(x_unique, max(needs.values()), device=device, chunk_size=chunk_size)
-    for spec, impl in impls:
-        result.outputs[spec.name] = impl.compute(graph, spec)
+    graph = knn_graph(
+        x_unique,
+        max(needs[spec.name] for spec, _ in runnable),
+        device=device,
+        chunk_size=chunk_size,
+    )
+    for spec, impl in runnable:
+        try:
+            result.outputs[spec.name] = impl.compute(graph, spec)
+        except MetricError as exc:
+            result.skipped[spec.name] = exc.message
     return result
 
 
