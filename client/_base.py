@@ -1,0 +1,96 @@
+"""The HTTP transport: auth, JSON, error mapping, retries with backoff and Retry-After."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from reprlab.client._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    status_error,
+)
+
+RETRY_STATUSES = {429, 502, 503, 504}
+
+
+class Transport:
+    """One httpx client with the API key, retrying what is safe to retry."""
+
+    def __init__(
+        self, base_url: str, api_key: str | None, *, timeout: float, max_retries: int,
+        backoff: float = 0.5, max_backoff: float = 8.0,
+    ) -> None:  # fmt: skip
+        headers = {"User-Agent": "reprlab-python"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self.has_key = bool(api_key)
+        self.max_retries = max_retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            after = response.headers.get("Retry-After")
+            if after is not None:
+                try:
+                    return min(float(after), 60.0)
+                except ValueError:
+                    pass
+        base = min(self.max_backoff, self.backoff * 2**attempt)
+        return base * (0.5 + random.random() / 2)
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None, stream: bool = False,
+    ) -> httpx.Response:  # fmt: skip
+        """Send a request; raise the mapped exception for an error status.
+
+        Idempotent requests (GET by default) are retried on connection errors and on 429/502/
+        503/504; others only on failures to connect (the server never saw them).
+        """
+        safe = method == "GET" if idempotent is None else idempotent
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                request = self._http.build_request(method, path, json=json, params=params)
+                response = self._http.send(request, stream=stream)
+            except httpx.ConnectError as exc:
+                if attempt < self.max_retries:
+                    time.sleep(self._delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APIConnectionError(
+                    f"cannot reach the reprlab server at {self.base_url}: {exc}. "
+                    "Start it with `reprlab up` or set REPRLAB_URL"
+                ) from exc
+            except httpx.TimeoutException as exc:
+                if safe and attempt < self.max_retries:
+                    time.sleep(self._delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APITimeoutError(f"{method} {path} timed out: {exc}") from exc
+            except httpx.TransportError as exc:
+                if safe and attempt < self.max_retries:
+                    time.sleep(self._delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APIConnectionError(f"{method} {path} failed: {exc}") from exc
+            if response.status_code < 400:
+                return response
+            if stream:
+                response.read()
+            if safe and response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                time.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            raise status_error(response)

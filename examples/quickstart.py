@@ -1,0 +1,47 @@
+"""Submit the example job through the Python SDK, follow it, print and plot the results.
+
+Run `bash scripts/demo.sh` (which starts the service first), or, with a server already up:
+    python examples/quickstart.py [SPEC.yaml] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from reprlab.client import Client, JobSpec
+from reprlab.client.plots import format_table, plot_metric
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("spec", nargs="?", type=Path, default=HERE / "icl_sentiment.yaml")
+    parser.add_argument("--out", type=Path, default=Path("reprlab-out"))
+    args = parser.parse_args()
+    console = Console()
+
+    spec = JobSpec.model_validate(yaml.safe_load(args.spec.read_text()))
+    with Client() as client:
+        job = client.jobs.create(spec)
+        console.print(f"submitted job [bold]{job.id}[/bold] ({len(spec.conditions)} conditions)")
+        job = client.jobs.wait(job.id)
+        results = client.jobs.results(job.id)
+
+    for stage in job.stages:
+        console.print(f"  {stage.name:<28} {stage.outcome:<7} {stage.seconds:8.1f} s")
+    out = args.out / job.id
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = sorted({c.metric for cond in results.conditions for c in cond.curves})
+    for metric in metrics:
+        console.print(format_table(results, metric))
+        path = plot_metric(results, metric, out / f"{metric}.png")
+        console.print(f"plot: [bold]{path}[/bold]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Service settings, read from `REPRLAB_*` environment variables (pydantic-settings).
+
+Everything derives from `REPRLAB_HOME` unless set explicitly: the SQLite database, the artifact
+directory and the default data root live under it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API server, the workers and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="REPRLAB_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.reprlab"), description="Root of the database, artifacts and logs."
+    )
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
+    broker_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker.")
+    artifact_url: str = Field(default="", description="fsspec URL or directory of artifacts.")
+    model_cache: Path = Field(
+        default=Path("~/.cache/reprlab/models"), description="Converted built-in models."
+    )
+    data_roots: list[Path] = Field(
+        default_factory=list, description="Directories JSONL datasets may be read from."
+    )
+    model_roots: list[Path] = Field(
+        default_factory=list, description="Directories local models may be loaded from."
+    )
+    host: str = Field(default="127.0.0.1", description="API server bind address.")
+    port: int = Field(default=8000, description="API server port.")
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        self.home = self.home.expanduser()
+        self.model_cache = self.model_cache.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'reprlab.db'}"
+        if not self.artifact_url:
+            self.artifact_url = str(self.home / "artifacts")
+        if not self.data_roots:
+            self.data_roots = [self.home / "data"]
+        self.data_roots = [p.expanduser() for p in self.data_roots]
+        self.model_roots = [p.expanduser() for p in self.model_roots]
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (read once)."""
+    return Settings()

@@ -1,0 +1,224 @@
+"""Every read and write of the job database, as plain functions over a Session.
+
+Job state transitions are conditional UPDATEs (`... WHERE status IN (...)`), so a cancel and a
+worker's start, or two deliveries of the same task, never both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from reprlab.schemas.jobs import Job, JobError, JobList, JobStatus, Progress, StageRecord
+from reprlab.schemas.specs import JobSpec
+from reprlab.server.models import ApiKeyRow, JobRow, utcnow
+
+KEY_PREFIX = "rl_"
+
+
+class JobNotFound(LookupError):
+    """No job with this id (for this owner)."""
+
+
+class JobConflict(RuntimeError):
+    """The job is in a state that does not allow the request."""
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(s: Session, owner: str) -> str:
+    """Create a key for `owner`; the key is returned once and only its hash is stored."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    s.add(ApiKeyRow(owner=owner, key_hash=_hash(key), prefix=key[:8]))
+    s.commit()
+    return key
+
+
+def authenticate(s: Session, key: str) -> str | None:
+    """The owner of `key`, or None for an unknown key."""
+    if not key:
+        return None
+    row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == _hash(key)))
+    return row.owner if row is not None else None
+
+
+def to_job(row: JobRow) -> Job:
+    """The API view of a job row."""
+    return Job(
+        id=row.id,
+        status=JobStatus(row.status),
+        owner=row.owner,
+        name=row.name,
+        spec=JobSpec.model_validate(row.spec),
+        progress=Progress.model_validate(row.progress),
+        stages=[StageRecord.model_validate(r) for r in row.stages or []],
+        error=JobError.model_validate(row.error) if row.error else None,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def create_job(s: Session, owner: str, spec: JobSpec) -> Job:
+    """Store a new queued job."""
+    row = JobRow(
+        id=uuid.uuid4().hex,
+        owner=owner,
+        name=spec.name,
+        status=JobStatus.QUEUED.value,
+        spec=spec.model_dump(mode="json"),
+        progress=Progress().model_dump(mode="json"),
+        stages=[],
+        artifacts={},
+        created_at=utcnow(),
+    )
+    s.add(row)
+    s.commit()
+    return to_job(row)
+
+
+def _row(s: Session, job_id: str, owner: str | None = None) -> JobRow | None:
+    row = s.get(JobRow, job_id, populate_existing=True)
+    if row is None or (owner is not None and row.owner != owner):
+        return None
+    return row
+
+
+def get_job(s: Session, job_id: str, owner: str | None = None) -> Job | None:
+    """A job by id; None if unknown or (when `owner` is given) owned by someone else."""
+    row = _row(s, job_id, owner)
+    return to_job(row) if row is not None else None
+
+
+def list_jobs(
+    s: Session, owner: str | None, *, status: JobStatus | None = None, limit: int = 50,
+    offset: int = 0,
+) -> JobList:  # fmt: skip
+    """A page of jobs, newest first."""
+    query = select(JobRow)
+    count = select(func.count()).select_from(JobRow)
+    if owner is not None:
+        query, count = query.where(JobRow.owner == owner), count.where(JobRow.owner == owner)
+    if status is not None:
+        query = query.where(JobRow.status == status.value)
+        count = count.where(JobRow.status == status.value)
+    rows = s.scalars(
+        query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
+    ).all()
+    return JobList(jobs=[to_job(r) for r in rows], total=int(s.scalar(count) or 0))
+
+
+def _transition(s: Session, job_id: str, allowed: list[JobStatus], **values: Any) -> bool:
+    """Set `values` on the job only if its status is one of `allowed`; True if it changed."""
+    result = s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status.in_([a.value for a in allowed]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    s.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def request_cancel(s: Session, job_id: str, owner: str | None = None) -> Job:
+    """Cancel a queued job now, or ask a running job's worker to stop at its next batch.
+
+    Raises:
+        JobNotFound: no such job (for this owner).
+        JobConflict: the job already finished.
+    """
+    row = _row(s, job_id, owner)
+    if row is None:
+        raise JobNotFound(job_id)
+    now = utcnow()
+    cancelled = Progress(stage="cancelled", fraction=0.0, message="cancelled before it started")
+    if not _transition(
+        s, job_id, [JobStatus.QUEUED], status=JobStatus.CANCELLED.value, finished_at=now,
+        cancel_requested=True, progress=cancelled.model_dump(mode="json"),
+    ):  # fmt: skip
+        if not _transition(s, job_id, [JobStatus.RUNNING], cancel_requested=True):
+            current = _row(s, job_id)
+            status = current.status if current is not None else "unknown"
+            raise JobConflict(
+                f"job {job_id} is {status}; only queued or running jobs can be cancelled"
+            )
+    job = get_job(s, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def start_job(s: Session, job_id: str) -> JobSpec | None:
+    """Mark a queued job running and return its spec; None if it must not run.
+
+    A job already `running` is returned too: that is a task redelivered after its worker died,
+    and the pipeline's content-keyed stages make the rerun reuse finished work.
+    """
+    row = _row(s, job_id)
+    if row is None or row.cancel_requested:
+        return None
+    if not _transition(
+        s, job_id, [JobStatus.QUEUED], status=JobStatus.RUNNING.value, started_at=utcnow(),
+        progress=Progress(stage="starting", fraction=0.0, message="").model_dump(mode="json"),
+    ):  # fmt: skip
+        row = _row(s, job_id)
+        if row is None or row.status != JobStatus.RUNNING.value:
+            return None
+    return JobSpec.model_validate(row.spec)
+
+
+def update_progress(s: Session, job_id: str, progress: Progress) -> None:
+    _transition(s, job_id, [JobStatus.RUNNING], progress=progress.model_dump(mode="json"))
+
+
+def append_stage(s: Session, job_id: str, record: StageRecord) -> None:
+    row = _row(s, job_id)
+    if row is None:
+        return
+    row.stages = [*(row.stages or []), record.model_dump(mode="json")]
+    s.commit()
+
+
+def is_cancel_requested(s: Session, job_id: str) -> bool:
+    row = _row(s, job_id)
+    return row is None or bool(row.cancel_requested)
+
+
+def mark_cancelled(s: Session, job_id: str) -> None:
+    progress = Progress(stage="cancelled", fraction=0.0, message="cancelled by its owner")
+    _transition(
+        s, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], status=JobStatus.CANCELLED.value,
+        finished_at=utcnow(), progress=progress.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+def fail_job(s: Session, job_id: str, error: JobError) -> None:
+    _transition(
+        s, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], status=JobStatus.FAILED.value,
+        finished_at=utcnow(), error=error.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+def finish_job(s: Session, job_id: str, *, results_key: str, artifacts: dict[str, str]) -> None:
+    done = Progress(stage="done", fraction=1.0, message="finished")
+    _transition(
+        s, job_id, [JobStatus.RUNNING], status=JobStatus.SUCCEEDED.value, finished_at=utcnow(),
+        results_key=results_key, artifacts=dict(artifacts), progress=done.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+def artifact_keys(s: Session, job_id: str) -> dict[str, str]:
+    row = _row(s, job_id)
+    return dict(row.artifacts or {}) if row is not None else {}
+
+
+def results_key(s: Session, job_id: str) -> str | None:
+    row = _row(s, job_id)
+    return row.results_key if row is not None else None

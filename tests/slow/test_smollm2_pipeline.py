@@ -1,0 +1,46 @@
+"""The real model, in-process: zero-shot vs 5-shot sentiment on SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from reprlab.schemas import JobSpec
+from reprlab.server.storage import ArtifactStore
+from reprlab.worker.pipeline import NullReporter, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def test_zero_shot_vs_five_shot_finite_id_at_every_layer(
+    smollm2_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    spec = JobSpec.model_validate(
+        {
+            "model": {"name": "smollm2-135m-instruct", "device": "cpu"},
+            "dataset": {"name": "sentiment", "n_eval": 150, "n_train": 40, "seed": 0},
+            "conditions": [{"name": "zero-shot", "k": 0}, {"name": "icl-5", "k": 5}],
+            "extraction": {"batch_size": 16},
+            "metrics": [{"name": "id_twonn"}, {"name": "id_gride", "range_max": 32}],
+        }
+    )
+    reporter = NullReporter()
+    out = run_pipeline(
+        spec, store=ArtifactStore(str(tmp_path)), model_cache=model_cache, reporter=reporter
+    )
+    results = out.results
+    assert results.model.n_layers == 30 and results.model.hidden_size == 576
+    for cond in results.conditions:
+        assert cond.layers == list(range(31))
+        for metric in ("id_twonn", "id_gride"):
+            values = cond.curve(metric).values
+            assert len(values) == 31
+            assert all(v is not None and math.isfinite(v) and 0 < v < 576 for v in values)
+        assert cond.curve("id_twonn").summary["auc"] is not None
+    # Same data, same model: the 5-shot prompts differ only by the demonstrations.
+    zs, icl = results.conditions
+    assert icl.prompt_tokens_mean is not None and zs.prompt_tokens_mean is not None
+    assert icl.prompt_tokens_mean > 3 * zs.prompt_tokens_mean
+    assert {s.name for s in reporter.stages} >= {"extract:zero-shot", "extract:icl-5", "report"}

@@ -1,0 +1,10 @@
+"""Datasets: built-in generators (`sentiment`, `mcq`), items inline in the spec, JSONL files.
+
+`load_dataset(spec)` returns a `Dataset` with a demonstration/training pool and the queries
+that are analysed, disjoint, deterministic given the spec's seed.
+"""
+
+from reprlab.worker.data.base import Dataset, Example
+from reprlab.worker.data.loading import load_dataset
+
+__all__ = ["Dataset", "Example", "load_dataset"]

@@ -1,0 +1,96 @@
+"""Turn a dataset spec into a `Dataset`: built-in generators, inline items, JSONL files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from reprlab.schemas.jsonl import parse_jsonl
+from reprlab.schemas.specs import BuiltinDataset, DatasetSpec, InlineDataset, Item, JsonlDataset
+from reprlab.worker.data import mcq, sentiment
+from reprlab.worker.data.base import Dataset, Example, generate_distinct, split
+from reprlab.worker.errors import DataError
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+def load_dataset(spec: DatasetSpec, *, data_roots: Sequence[Path] = ()) -> Dataset:
+    """The dataset a spec describes (deterministic given its seed).
+
+    Raises:
+        DataError: a file outside the data roots, unreadable or malformed, or too few items.
+    """
+    if isinstance(spec, BuiltinDataset):
+        return _builtin(spec)
+    if isinstance(spec, InlineDataset):
+        return _from_items("inline", spec.items, spec.splits, spec)
+    return _jsonl(spec, data_roots)
+
+
+def _builtin(spec: BuiltinDataset) -> Dataset:
+    module = sentiment if spec.name == "sentiment" else mcq
+    n = spec.n_eval + spec.n_train
+    items = generate_distinct(spec.name, n, module.capacity(), spec.seed, module.draw)
+    # Queries first: the analysed items do not change when only the pool size changes.
+    eval_, train = items[: spec.n_eval], items[spec.n_eval :]
+    if spec.name == "sentiment":
+        return Dataset("sentiment", train, eval_, "plain", "\n", ["negative", "positive"])
+    return Dataset("mcq", train, eval_, "mcq", " ", list(mcq.LETTERS))
+
+
+def _examples(items: Sequence[Item]) -> list[Example]:
+    return [Example(it.input, it.output, dict(it.labels)) for it in items]
+
+
+def _from_items(
+    name: str,
+    items: Sequence[Item],
+    splits: Sequence[str] | None,
+    spec: InlineDataset | JsonlDataset,
+) -> Dataset:
+    examples = _examples(items)
+    if splits is None:
+        eval_, train = split(name, examples, spec.n_eval, spec.n_train, spec.seed)
+    else:
+        eval_ = [e for e, s in zip(examples, splits, strict=True) if s == "eval"]
+        train = [e for e, s in zip(examples, splits, strict=True) if s == "train"]
+        if len(eval_) < spec.n_eval or len(train) < spec.n_train:
+            raise DataError(
+                f"dataset '{name}' marks {len(eval_)} items 'eval' and {len(train)} 'train', but "
+                f"the spec asks for n_eval={spec.n_eval} and n_train={spec.n_train}",
+                hint="lower dataset.n_eval / dataset.n_train to at most the marked counts",
+            )
+        eval_, train = eval_[: spec.n_eval], train[: spec.n_train]
+    outputs = sorted({e.output for e in examples})
+    return Dataset(name, train, eval_, "plain", "\n", outputs if len(outputs) <= 20 else [])
+
+
+def _jsonl(spec: JsonlDataset, data_roots: Sequence[Path]) -> Dataset:
+    path = _allowed_path(spec.path, data_roots)
+    if not path.is_file():
+        raise DataError(f"dataset file {spec.path} does not exist", hint="check dataset.path")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise DataError(f"dataset file {spec.path} is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        items, splits = parse_jsonl(path.read_text(encoding="utf-8"), source=path.name)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not UTF-8 text: {exc}") from None
+    except ValueError as exc:
+        raise DataError(str(exc), hint="fix the line named, or remove it") from None
+    return _from_items(path.name, items, splits, spec)
+
+
+def _allowed_path(raw: str, data_roots: Sequence[Path]) -> Path:
+    """The resolved path if it lies under an allowed root (symlinks followed), else DataError."""
+    roots = [Path(r).expanduser().resolve() for r in data_roots]
+    path = Path(raw).expanduser()
+    if ".." in path.parts:
+        raise DataError(f"dataset path {raw!r} contains '..'", hint="give a path without '..'")
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots) or "none configured (REPRLAB_DATA_ROOTS)"
+        raise DataError(
+            f"dataset path {raw} is outside the worker's data roots",
+            hint=f"put the file under one of: {allowed}; or let the SDK upload it (inline)",
+        )
+    return resolved

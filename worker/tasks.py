@@ -1,0 +1,39 @@
+"""Celery tasks: thin wrappers that take a job id and call one function."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from reprlab.server.config import get_settings
+from reprlab.server.db import init_db, make_engine, session_factory
+from reprlab.server.storage import ArtifactStore
+from reprlab.worker.celery_app import RUN_JOB_TASK, app
+from reprlab.worker.models import ModelCache
+from reprlab.worker.runner import run_stored_job
+
+
+@lru_cache(maxsize=1)
+def _runtime() -> tuple[sessionmaker[Session], ArtifactStore, ModelCache]:
+    """Per-process resources, created on the first task (not at import, not in a parent)."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    return session_factory(engine), ArtifactStore(settings.artifact_url), ModelCache()
+
+
+@app.task(name=RUN_JOB_TASK, ignore_result=True)
+def run_job(job_id: str) -> str:
+    """Run the stored job `job_id` to its end; the outcome is recorded on the job row."""
+    sessions, store, models = _runtime()
+    settings = get_settings()
+    return run_stored_job(
+        job_id,
+        sessions=sessions,
+        store=store,
+        model_cache=settings.model_cache,
+        data_roots=list(settings.data_roots),
+        model_roots=list(settings.model_roots),
+        models=models,
+    )
