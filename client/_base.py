@@ -64,7 +64,8 @@ class Transport:
             try:
                 request = self._http.build_request(method, path, json=json, params=params)
                 response = self._http.send(request, stream=stream)
-            except httpx.ConnectError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # The request never reached the server: safe to retry even a job creation.
                 if attempt < self.max_retries:
                     time.sleep(self._delay(attempt, None))
                     attempt += 1

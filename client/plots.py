@@ -29,6 +29,7 @@ def plot_metric(results: JobResults, metric: str, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     curves = _main_curves(results, metric)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
@@ -52,6 +53,7 @@ def plot_metric(results: JobResults, metric: str, path: str | Path) -> Path:
             else:
                 ax.plot(xs, ys, marker="o", ms=3, label=label)
         first = curves[0][1]
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel(first.label)
         ax.set_title(f"{first.label} — {results.model.name}", fontsize=10)
@@ -77,7 +79,8 @@ def _fmt(v: float | None) -> str:
 def format_table(results: JobResults, metric: str) -> Table:
     """Rows = layers, one column per condition, a last row with each curve's AUC."""
     curves = _main_curves(results, metric)
-    table = Table(title=f"{curves[0][1].label} per layer", show_lines=False)
+    title = f"{curves[0][1].label} per layer"
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("layer", justify="right")
     for name, _ in curves:
         table.add_column(name, justify="right")

@@ -30,6 +30,7 @@ def parse_jsonl(
     """
     items: list[Item] = []
     splits: list[Split | None] = []
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

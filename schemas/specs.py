@@ -62,7 +62,9 @@ class _DatasetBase(StrictModel):
         le=100_000,
         description="Number of items in the demonstration / training pool (disjoint from queries).",
     )
-    seed: int = Field(default=0, description="Seed for generation and for the train/eval split.")
+    seed: int = Field(
+        default=0, ge=0, description="Seed for generation and for the train/eval split."
+    )
 
 
 class BuiltinDataset(_DatasetBase):
@@ -134,7 +136,7 @@ DatasetSpec = Annotated[
 
 
 class PromptSpec(StrictModel):
-    """How items become prompts. Defaults depend on the dataset (see docs/prompts.md)."""
+    """How items become prompts. Defaults depend on the dataset (see docs/data.md)."""
 
     template: Literal["auto", "plain", "mcq"] = Field(
         default="auto",
@@ -164,7 +166,7 @@ class ICLCondition(StrictModel):
         default="random",
         description="How demonstrations are chosen: 'random' samples k per query from the pool.",
     )
-    seed: int = Field(default=0, description="Seed of the per-query demonstration sampling.")
+    seed: int = Field(default=0, ge=0, description="Seed of the per-query demonstration sampling.")
 
 
 Condition = ICLCondition

@@ -1,6 +1,13 @@
-"""The FastAPI application: `uvicorn reprlab.server.app:create_app --factory`."""
+"""The FastAPI application: `uvicorn reprlab.server.app:create_app --factory`.
+
+The app never imports the worker (torch, transformers): it stores jobs and enqueues Celery
+tasks by name, so it starts in well under a second.
+"""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -13,20 +20,34 @@ from reprlab.server.storage import ArtifactStore
 
 VERSION = "0.1.0"
 
+DESCRIPTION = """\
+Submit analysis jobs comparing how a language model represents a task under in-context
+learning and fine-tuning; follow their progress; fetch typed per-layer results and artifacts
+(activations as safetensors, plots as PNG).
+
+Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`); create a key with
+`reprlab admin create-key NAME`. Every error has the body
+`{"error": {"type": ..., "message": ..., "hint": ...}}`.
+"""
+
 
 def create_app(settings: Settings | None = None, *, queue: JobQueue | None = None) -> FastAPI:
-    """Build the API around a database, an artifact store and a job queue."""
+    """Build the API around a database, an artifact store and a job queue.
+
+    Args:
+        settings: defaults to `get_settings()` (the `REPRLAB_*` environment).
+        queue: defaults to a `CeleryQueue` on `settings.broker_url`.
+    """
     settings = settings if settings is not None else get_settings()
     engine = make_engine(settings.database_url)
     init_db(engine)
-    app = FastAPI(
-        title="reprlab",
-        version=VERSION,
-        description=(
-            "Submit analysis jobs comparing how a language model represents a task under "
-            "in-context learning and fine-tuning; follow them; fetch typed results and artifacts."
-        ),
-    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="reprlab", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)

@@ -1,24 +1,23 @@
 """Every read and write of the job database, as plain functions over a Session.
 
-Job state transitions are conditional UPDATEs (`... WHERE status IN (...)`), so a cancel and a
-worker's start, or two deliveries of the same task, never both win.
+Job state transitions are conditional UPDATEs (`... WHERE status IN (...)`), so of two racing
+transitions (a cancel and a worker's start, two workers taking a queued job) exactly one wins.
+A task delivered again for a job already `running` is taken as a redelivery after its worker
+died (the broker's visibility timeout exceeds any job, so a live worker is not duplicated).
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from reprlab.schemas.jobs import Job, JobError, JobList, JobStatus, Progress, StageRecord
 from reprlab.schemas.specs import JobSpec
+from reprlab.server.auth import hash_api_key, new_api_key
 from reprlab.server.models import ApiKeyRow, JobRow, utcnow
-
-KEY_PREFIX = "rl_"
 
 
 class JobNotFound(LookupError):
@@ -26,17 +25,19 @@ class JobNotFound(LookupError):
 
 
 class JobConflict(RuntimeError):
-    """The job is in a state that does not allow the request."""
-
-
-def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The job is in a state that does not allow the request (HTTP 409)."""
 
 
 def create_api_key(s: Session, owner: str) -> str:
-    """Create a key for `owner`; the key is returned once and only its hash is stored."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    s.add(ApiKeyRow(owner=owner, key_hash=_hash(key), prefix=key[:8]))
+    """Create a key for `owner`; the key is returned once and only its hash is stored.
+
+    Raises:
+        ValueError: `owner` is empty or longer than 128 characters.
+    """
+    if not owner.strip() or len(owner) > 128 or "\x00" in owner:
+        raise ValueError(f"invalid key owner {owner!r}: use a user name of 1 to 128 characters")
+    key = new_api_key()
+    s.add(ApiKeyRow(owner=owner, key_hash=hash_api_key(key), prefix=key[:8]))
     s.commit()
     return key
 
@@ -45,7 +46,7 @@ def authenticate(s: Session, key: str) -> str | None:
     """The owner of `key`, or None for an unknown key."""
     if not key:
         return None
-    row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == _hash(key)))
+    row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_api_key(key)))
     return row.owner if row is not None else None
 
 
@@ -117,14 +118,19 @@ def list_jobs(
 
 def _transition(s: Session, job_id: str, allowed: list[JobStatus], **values: Any) -> bool:
     """Set `values` on the job only if its status is one of `allowed`; True if it changed."""
-    result = s.execute(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status.in_([a.value for a in allowed]))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    # One conditional UPDATE is atomic on SQLite and PostgreSQL alike: of two racing
+    # transitions (cancel vs start, two deliveries of a task) exactly one matches the row.
+    result = cast(
+        CursorResult[Any],
+        s.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status.in_([a.value for a in allowed]))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ),
     )
     s.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return result.rowcount > 0
 
 
 def request_cancel(s: Session, job_id: str, owner: str | None = None) -> Job:
@@ -159,26 +165,36 @@ def start_job(s: Session, job_id: str) -> JobSpec | None:
     """Mark a queued job running and return its spec; None if it must not run.
 
     A job already `running` is returned too: that is a task redelivered after its worker died,
-    and the pipeline's content-keyed stages make the rerun reuse finished work.
+    and the pipeline's content-keyed stages make the rerun reuse finished work. A running job
+    whose cancel was requested is marked cancelled instead (its worker died before it could).
+    Finished, cancelled and unknown jobs give None.
     """
     row = _row(s, job_id)
-    if row is None or row.cancel_requested:
+    if row is None:
         return None
-    if not _transition(
+    spec = JobSpec.model_validate(row.spec)
+    started = Progress(stage="starting", fraction=0.0, message="a worker took the job")
+    if _transition(
         s, job_id, [JobStatus.QUEUED], status=JobStatus.RUNNING.value, started_at=utcnow(),
-        progress=Progress(stage="starting", fraction=0.0, message="").model_dump(mode="json"),
+        progress=started.model_dump(mode="json"),
     ):  # fmt: skip
-        row = _row(s, job_id)
-        if row is None or row.status != JobStatus.RUNNING.value:
-            return None
-    return JobSpec.model_validate(row.spec)
+        return spec
+    row = _row(s, job_id)
+    if row is None or row.status != JobStatus.RUNNING.value:
+        return None
+    if row.cancel_requested:
+        mark_cancelled(s, job_id)
+        return None
+    return spec
 
 
 def update_progress(s: Session, job_id: str, progress: Progress) -> None:
+    """Record a running job's progress (ignored once the job has ended)."""
     _transition(s, job_id, [JobStatus.RUNNING], progress=progress.model_dump(mode="json"))
 
 
 def append_stage(s: Session, job_id: str, record: StageRecord) -> None:
+    """Append a finished stage to the job's stage log (only its worker writes the log)."""
     row = _row(s, job_id)
     if row is None:
         return
@@ -187,11 +203,13 @@ def append_stage(s: Session, job_id: str, record: StageRecord) -> None:
 
 
 def is_cancel_requested(s: Session, job_id: str) -> bool:
+    """True when the job's owner asked to stop it (or the job no longer exists)."""
     row = _row(s, job_id)
     return row is None or bool(row.cancel_requested)
 
 
 def mark_cancelled(s: Session, job_id: str) -> None:
+    """End a queued or running job as cancelled (the worker stopped between batches)."""
     progress = Progress(stage="cancelled", fraction=0.0, message="cancelled by its owner")
     _transition(
         s, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], status=JobStatus.CANCELLED.value,
@@ -200,6 +218,7 @@ def mark_cancelled(s: Session, job_id: str) -> None:
 
 
 def fail_job(s: Session, job_id: str, error: JobError) -> None:
+    """End a queued or running job as failed, carrying the error as data."""
     _transition(
         s, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], status=JobStatus.FAILED.value,
         finished_at=utcnow(), error=error.model_dump(mode="json"),
@@ -207,6 +226,12 @@ def fail_job(s: Session, job_id: str, error: JobError) -> None:
 
 
 def finish_job(s: Session, job_id: str, *, results_key: str, artifacts: dict[str, str]) -> None:
+    """End a running job as succeeded.
+
+    Args:
+        results_key: artifact store key of the `JobResults` JSON.
+        artifacts: artifact name (e.g. "plots/id_twonn.png", "results.json") -> store key.
+    """
     done = Progress(stage="done", fraction=1.0, message="finished")
     _transition(
         s, job_id, [JobStatus.RUNNING], status=JobStatus.SUCCEEDED.value, finished_at=utcnow(),
@@ -215,10 +240,17 @@ def finish_job(s: Session, job_id: str, *, results_key: str, artifacts: dict[str
 
 
 def artifact_keys(s: Session, job_id: str) -> dict[str, str]:
+    """Every artifact of a job: name -> artifact store key (empty until it succeeded)."""
     row = _row(s, job_id)
     return dict(row.artifacts or {}) if row is not None else {}
 
 
+def artifact_key(s: Session, job_id: str, name: str) -> str | None:
+    """The store key of one named artifact of a job, or None."""
+    return artifact_keys(s, job_id).get(name)
+
+
 def results_key(s: Session, job_id: str) -> str | None:
+    """The store key of a succeeded job's results JSON, or None."""
     row = _row(s, job_id)
     return row.results_key if row is not None else None

@@ -9,13 +9,14 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from reprlab.server import crud
+from reprlab.server.auth import key_from_headers, unauthorized
 from reprlab.server.config import Settings
-from reprlab.server.errors import APIError
 from reprlab.server.queue import JobQueue
 from reprlab.server.storage import ArtifactStore
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """One database session per request, closed after the response."""
     with request.app.state.sessions() as session:
         yield session
 
@@ -39,30 +40,19 @@ SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
-_AUTH_HINT = (
-    "create a key with `reprlab admin create-key NAME` on the server machine and pass it as "
-    "'Authorization: Bearer <key>' (the SDK reads REPRLAB_API_KEY)"
-)
-
 
 def current_user(
     session: SessionDep,
-    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
-    x_api_key: Annotated[str | None, Header(description="The API key (alternative)")] = None,
+    authorization: Annotated[str | None, Header(description="'Bearer <API key>'.")] = None,
+    x_api_key: Annotated[str | None, Header(description="The API key (alternative).")] = None,
 ) -> str:
     """The owner of the request's API key; 401 without a valid one."""
-    key = x_api_key
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            key = value.strip()
-    if not key:
-        raise APIError(401, "Unauthorized", "missing API key", _AUTH_HINT,
-                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    key = key_from_headers(authorization, x_api_key)
+    if key is None:
+        raise unauthorized("missing API key")
     owner = crud.authenticate(session, key)
     if owner is None:
-        raise APIError(401, "Unauthorized", "invalid API key", _AUTH_HINT,
-                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        raise unauthorized("invalid API key")
     return owner
 
 

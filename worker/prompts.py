@@ -37,6 +37,11 @@ def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -
     """
     k = condition.k
     pool = len(dataset.train)
+    if condition.seed < 0:  # numpy seeds must be non-negative; the schema does not bound it
+        raise SpecError(
+            f"condition '{condition.name}' has seed={condition.seed}",
+            hint="use a seed >= 0",
+        )
     if k > pool:
         raise SpecError(
             f"condition '{condition.name}' asks for k={k} demonstrations per query but the "

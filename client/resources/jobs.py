@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sys
 import tempfile
@@ -74,9 +73,19 @@ class Jobs:
         self._t = transport
 
     def create(self, spec: JobSpec | Mapping[str, Any] | str | Path) -> Job:
-        """Submit a job: a `JobSpec`, a dict, or a YAML/JSON spec file path."""
+        """Submit a job: a `JobSpec`, a dict, or a YAML/JSON spec file path.
+
+        A JSONL dataset whose file exists on this machine is sent inline (its path is relative
+        to the spec file for files, to the working directory otherwise); other paths are left
+        for the worker's data roots. Dicts are sent as they are, so the server's 422 names the
+        invalid fields.
+
+        Raises:
+            UnprocessableEntityError: the server rejected the spec (the message names fields).
+            ValueError: the spec file or a local JSONL file is malformed.
+        """
         if isinstance(spec, JobSpec):
-            body: Any = spec.model_dump(mode="json", exclude_unset=False)
+            body: Any = inline_local_data(spec.model_dump(mode="json"))
         elif isinstance(spec, (str, Path)):
             body = load_spec_file(spec)
         else:
@@ -85,17 +94,20 @@ class Jobs:
         return Job.model_validate(response.json())
 
     def get(self, job_id: str) -> Job:
+        """The job's current state (status, progress, finished stages, error)."""
         return Job.model_validate(self._t.request("GET", f"/v1/jobs/{job_id}").json())
 
     def list(
         self, status: JobStatus | str | None = None, limit: int = 50, offset: int = 0
     ) -> JobList:
+        """Your jobs, newest first, optionally only those with `status`."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status is not None:
             params["status"] = str(JobStatus(status))
         return JobList.model_validate(self._t.request("GET", "/v1/jobs", params=params).json())
 
     def cancel(self, job_id: str) -> Job:
+        """Ask the job to stop (a running job stops between batches); 409 if it has ended."""
         response = self._t.request("POST", f"/v1/jobs/{job_id}/cancel", idempotent=True)
         return Job.model_validate(response.json())
 
@@ -142,10 +154,12 @@ class Jobs:
         return job
 
     def results(self, job_id: str) -> JobResults:
+        """The typed per-layer results of a succeeded job (409 otherwise)."""
         response = self._t.request("GET", f"/v1/jobs/{job_id}/results")
         return JobResults.model_validate(response.json())
 
     def artifacts(self, job_id: str) -> builtins.list[ArtifactInfo]:
+        """What can be downloaded: results.json, plots/<metric>.png, activations/<cond>..."""
         data = self._t.request("GET", f"/v1/jobs/{job_id}/artifacts").json()
         return [ArtifactInfo.model_validate(a) for a in data["artifacts"]]
 
@@ -159,6 +173,7 @@ class Jobs:
             with os.fdopen(fd, "wb") as out:
                 for block in response.iter_bytes():
                     out.write(block)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -181,6 +196,12 @@ class Jobs:
         }  # fmt: skip
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class _ProgressView:
     """A rich progress bar on a terminal; one line per stage change otherwise."""
 
@@ -191,6 +212,7 @@ class _ProgressView:
         self._bar: Any = None
         self._task: Any = None
         if self._tty:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(
@@ -199,6 +221,7 @@ class _ProgressView:
                 TextColumn("{task.percentage:>5.1f}%"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[message]}"),
+                console=Console(stderr=True),
                 transient=False,
             )
             self._task = self._bar.add_task("job", total=1.0, stage="queued", message="")
@@ -217,7 +240,3 @@ class _ProgressView:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
-
-
-def dump_json(obj: BaseModel) -> str:
-    return json.dumps(obj.model_dump(mode="json"), indent=1)

@@ -21,16 +21,21 @@ _CHUNK = 1 << 20
 
 
 class ArtifactInfo(BaseModel):
+    """One downloadable file of a job."""
+
     name: str = Field(description="Artifact name, e.g. 'plots/id_twonn.png'.")
     size: int = Field(description="Size in bytes.")
     media_type: str = Field(description="MIME type.")
 
 
 class ArtifactList(BaseModel):
+    """A job's artifacts."""
+
     artifacts: list[ArtifactInfo] = Field(description="The job's artifacts, by name.")
 
 
 def media_type(name: str) -> str:
+    """The MIME type an artifact is served with (safetensors are opaque bytes)."""
     if name.endswith(".safetensors"):
         return "application/octet-stream"
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -40,6 +45,7 @@ def media_type(name: str) -> str:
 def list_artifacts(
     job_id: JobId, session: SessionDep, store: StoreDep, user: UserDep
 ) -> ArtifactList:
+    """Name, size and media type of each artifact (none until the job has succeeded)."""
     owned_job(session, job_id, user)
     items = []
     for name, key in sorted(crud.artifact_keys(session, job_id).items()):
@@ -59,6 +65,7 @@ def list_artifacts(
 def download_artifact(
     job_id: JobId, name: str, session: SessionDep, store: StoreDep, user: UserDep
 ) -> StreamingResponse:
+    """Stream one artifact; 404 listing the available names if `name` is not one of them."""
     owned_job(session, job_id, user)
     keys = crud.artifact_keys(session, job_id)
     key = keys.get(name)

@@ -10,6 +10,8 @@ router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
+    """Service liveness and whether the job database answers."""
+
     status: str = Field(description="'ok' when the database answers, else 'degraded'.")
     version: str = Field(description="Server version.")
     database: str = Field(description="'ok' or the database error.")
@@ -17,6 +19,7 @@ class Health(BaseModel):
 
 @router.get("/health", response_model=Health, summary="Service health")
 def health(request: Request) -> Health:
+    """Liveness probe (no API key needed): the version and a `SELECT 1` on the database."""
     from reprlab.server.app import VERSION
 
     try:

@@ -9,7 +9,7 @@ from reprlab.schemas.jsonl import parse_jsonl
 from reprlab.schemas.specs import BuiltinDataset, DatasetSpec, InlineDataset, Item, JsonlDataset
 from reprlab.worker.data import mcq, sentiment
 from reprlab.worker.data.base import Dataset, Example, generate_distinct, split
-from reprlab.worker.errors import DataError
+from reprlab.worker.errors import DataError, SpecError
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
@@ -19,7 +19,10 @@ def load_dataset(spec: DatasetSpec, *, data_roots: Sequence[Path] = ()) -> Datas
 
     Raises:
         DataError: a file outside the data roots, unreadable or malformed, or too few items.
+        SpecError: a negative seed.
     """
+    if spec.seed < 0:  # numpy seeds must be non-negative; the schema does not bound it
+        raise SpecError(f"dataset.seed is {spec.seed}", hint="use a dataset.seed >= 0")
     if isinstance(spec, BuiltinDataset):
         return _builtin(spec)
     if isinstance(spec, InlineDataset):
@@ -68,24 +71,36 @@ def _from_items(
 def _jsonl(spec: JsonlDataset, data_roots: Sequence[Path]) -> Dataset:
     path = _allowed_path(spec.path, data_roots)
     if not path.is_file():
-        raise DataError(f"dataset file {spec.path} does not exist", hint="check dataset.path")
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise DataError(f"dataset file {spec.path} {problem} (looked at {path})",
+                        hint="check dataset.path")  # fmt: skip
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DataError(f"dataset file {spec.path} is larger than {MAX_FILE_BYTES} bytes")
     try:
-        items, splits = parse_jsonl(path.read_text(encoding="utf-8"), source=path.name)
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+        items, splits = parse_jsonl(text, source=path.name)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name} is not UTF-8 text: {exc}") from None
     except ValueError as exc:
         raise DataError(str(exc), hint="fix the line named, or remove it") from None
+    except OSError as exc:
+        raise DataError(f"cannot read dataset file {spec.path}: {exc.strerror}") from None
     return _from_items(path.name, items, splits, spec)
 
 
 def _allowed_path(raw: str, data_roots: Sequence[Path]) -> Path:
-    """The resolved path if it lies under an allowed root (symlinks followed), else DataError."""
+    """The resolved path if it lies under an allowed root (symlinks followed), else DataError.
+
+    A relative path is looked up under each root in order (the first root that has it wins;
+    if none has it, the first root is named in the "does not exist" error).
+    """
     roots = [Path(r).expanduser().resolve() for r in data_roots]
     path = Path(raw).expanduser()
     if ".." in path.parts:
         raise DataError(f"dataset path {raw!r} contains '..'", hint="give a path without '..'")
+    if not path.is_absolute() and roots:
+        candidates = [root / path for root in roots]
+        path = next((c for c in candidates if c.exists()), candidates[0])
     resolved = path.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots) or "none configured (REPRLAB_DATA_ROOTS)"

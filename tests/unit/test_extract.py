@@ -1,0 +1,261 @@
+"""Hidden-state extraction on a tiny random Llama, checked against transformers itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors
+import safetensors.numpy
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from reprlab.schemas import ExtractionSpec
+from reprlab.worker.errors import ExtractionError, JobCancelled, SpecError
+from reprlab.worker.extract import Activations, extract_activations, resolve_layers
+
+N_BLOCKS = 4
+PROMPTS = [
+    "Review: The blender broke after two days.\nSentiment:",
+    "Hi",
+    "Review: Lovely staff, spotless rooms and a view of the sea!\n\nReview: Awful.\nSentiment:",
+    "What is 345 + 78? A. 423 B. 413",
+    "Tent with flimsy zips; 10/10 would not buy again (seriously).",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+def _hf_hidden_states(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: str):
+    """transformers' own hidden states of one unpadded prompt: [n_blocks + 1, seq, hidden]."""
+    ids = tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**ids, output_hidden_states=True)
+    return torch.stack([h[0] for h in out.hidden_states])
+
+
+def test_residual_matches_transformers_hidden_states(tiny) -> None:
+    model, tokenizer = tiny
+    acts = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(batch_size=2))
+    assert acts.layers == list(range(N_BLOCKS + 1))
+    assert acts.states.shape == (len(PROMPTS), N_BLOCKS + 1, 64)
+    assert acts.states.dtype == torch.float32 and acts.states.device.type == "cpu"
+    for p, prompt in enumerate(PROMPTS):
+        ref = _hf_hidden_states(model, tokenizer, prompt)[:, -1]
+        torch.testing.assert_close(acts.states[p], ref, atol=1e-5, rtol=1e-5)
+        assert acts.n_tokens[p] == len(tokenizer(prompt)["input_ids"])
+
+
+def test_block_input_norm_is_the_normalised_block_input(tiny) -> None:
+    model, tokenizer = tiny
+    spec = ExtractionSpec(hidden_state="block_input_norm", batch_size=3)
+    acts = extract_activations(model, tokenizer, PROMPTS, spec)
+    blocks = model.model.layers
+    for p, prompt in enumerate(PROMPTS):
+        hs = _hf_hidden_states(model, tokenizer, prompt)
+        with torch.inference_mode():
+            expected = [blocks[i].input_layernorm(hs[i])[-1] for i in range(N_BLOCKS)]
+        expected.append(hs[N_BLOCKS][-1])  # the final norm's output
+        torch.testing.assert_close(acts.states[p], torch.stack(expected), atol=1e-5, rtol=1e-5)
+    # It is a different quantity from the residual stream (except after the final norm).
+    residual = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec())
+    assert not torch.allclose(residual.states[:, 1], acts.states[:, 1], atol=1e-3)
+    torch.testing.assert_close(residual.states[:, -1], acts.states[:, -1])
+
+
+@pytest.mark.parametrize("hidden_state", ["residual", "block_input_norm"])
+def test_padding_and_batching_do_not_change_states(tiny, hidden_state: str) -> None:
+    model, tokenizer = tiny
+    one = extract_activations(
+        model, tokenizer, PROMPTS, ExtractionSpec(batch_size=1, hidden_state=hidden_state)
+    )
+    mixed = extract_activations(
+        model, tokenizer, PROMPTS, ExtractionSpec(batch_size=4, hidden_state=hidden_state)
+    )
+    # Lengths differ a lot, so the batch of 4 carries heavy left padding.
+    assert max(one.n_tokens) > 3 * min(one.n_tokens)
+    torch.testing.assert_close(one.states, mixed.states, atol=1e-5, rtol=1e-5)
+    assert one.n_tokens == mixed.n_tokens
+
+
+def test_results_come_back_in_prompt_order(tiny) -> None:
+    model, tokenizer = tiny
+    forward = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(batch_size=2))
+    backward = extract_activations(model, tokenizer, PROMPTS[::-1], ExtractionSpec(batch_size=2))
+    torch.testing.assert_close(forward.states, backward.states.flip(0))
+    assert forward.n_tokens == backward.n_tokens[::-1]
+
+
+def test_resolve_layers() -> None:
+    assert resolve_layers("all", 4) == [0, 1, 2, 3, 4]
+    assert resolve_layers([3, 0], 4) == [0, 3]
+    assert resolve_layers([-1, -5, 1], 4) == [0, 1, 4]
+    for bad in ([5], [-6]):
+        with pytest.raises(SpecError, match=r"0\.\.4"):
+            resolve_layers(bad, 4)
+    with pytest.raises(SpecError, match="same layer"):
+        resolve_layers([4, -1], 4)
+
+
+def test_layer_selection_keeps_only_those_layers(tiny) -> None:
+    model, tokenizer = tiny
+    full = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec())
+    some = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(layers=[-1, 2, 0]))
+    assert some.layers == [0, 2, 4]
+    torch.testing.assert_close(some.states, full.states[:, [0, 2, 4]])
+    with pytest.raises(SpecError, match="out of range"):
+        extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(layers=[7]))
+
+
+def _count_calls(module: torch.nn.Module, counter: list[int]):
+    return module.register_forward_hook(lambda *_: counter.append(1))
+
+
+@pytest.mark.parametrize(
+    ("layers", "hidden_state", "blocks_run"),
+    [
+        ([1], "residual", 1),  # the input of block 1 needs block 0 only
+        ([0], "residual", 0),
+        ([0, 2], "block_input_norm", 2),
+        ([3], "residual", 3),
+        ([-1], "residual", N_BLOCKS),  # after the final norm: the whole stack
+        ("all", "block_input_norm", N_BLOCKS),
+    ],
+)
+def test_forward_stops_after_the_last_requested_layer(
+    tiny, layers, hidden_state: str, blocks_run: int
+) -> None:
+    model, tokenizer = tiny
+    block_calls: list[int] = []
+    head_calls: list[int] = []
+    handles = [_count_calls(b, block_calls) for b in model.model.layers]
+    handles.append(_count_calls(model.lm_head, head_calls))
+    try:
+        spec = ExtractionSpec(layers=layers, hidden_state=hidden_state, batch_size=2)
+        extract_activations(model, tokenizer, PROMPTS, spec)
+    finally:
+        for h in handles:
+            h.remove()
+    n_batches = 3
+    assert len(block_calls) == blocks_run * n_batches
+    assert head_calls == []  # the LM head never runs
+    # No hook of ours stays behind.
+    assert all(not b._forward_pre_hooks for b in model.model.layers)
+
+
+def test_prompt_longer_than_max_length_names_the_prompt(tiny) -> None:
+    model, tokenizer = tiny
+    n = len(tokenizer(PROMPTS[2])["input_ids"])
+    spec = ExtractionSpec(max_length=n - 1)
+    with pytest.raises(ExtractionError, match=rf"prompt 2 has {n} tokens.*max_length={n - 1}"):
+        extract_activations(model, tokenizer, PROMPTS, spec)
+    # Exactly at the limit is fine.
+    extract_activations(model, tokenizer, PROMPTS[2:3], ExtractionSpec(max_length=n))
+
+
+def test_progress_after_each_batch_and_cancellation_between_batches(tiny) -> None:
+    model, tokenizer = tiny
+    calls: list[tuple[int, int]] = []
+    extract_activations(
+        model,
+        tokenizer,
+        PROMPTS,
+        ExtractionSpec(batch_size=2),
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+
+    calls.clear()
+    with pytest.raises(JobCancelled):
+        extract_activations(
+            model,
+            tokenizer,
+            PROMPTS,
+            ExtractionSpec(batch_size=2),
+            progress=lambda d, t: calls.append((d, t)),
+            should_stop=lambda: len(calls) >= 2,
+        )
+    assert calls == [(2, 5), (4, 5)]
+    assert all(not b._forward_pre_hooks for b in model.model.layers)
+
+
+def test_safetensors_round_trip_and_numpy_reader(tiny) -> None:
+    model, tokenizer = tiny
+    acts = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(layers=[0, 3, -1]))
+    data = acts.to_safetensors({"condition": "icl-5"})
+    back = Activations.from_safetensors(data)
+    assert back.layers == [0, 3, 4] and back.n_tokens == acts.n_tokens
+    torch.testing.assert_close(back.states, acts.states, atol=0, rtol=0)
+
+    arrays = safetensors.numpy.load(data)
+    assert set(arrays) == {"layer.0", "layer.3", "layer.4", "n_tokens"}
+    assert arrays["layer.3"].shape == (5, 64) and arrays["layer.3"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["layer.3"], acts.states[:, 1].numpy())
+    assert arrays["n_tokens"].dtype == np.int64
+    assert arrays["n_tokens"].tolist() == acts.n_tokens
+
+
+def test_safetensors_metadata(tiny, tmp_path: Path) -> None:
+    model, tokenizer = tiny
+    acts = extract_activations(model, tokenizer, PROMPTS[:2], ExtractionSpec(layers=[1]))
+    path = tmp_path / "acts.safetensors"
+    path.write_bytes(acts.to_safetensors({"condition": "zero-shot"}))
+    with safetensors.safe_open(str(path), framework="np") as f:
+        meta = f.metadata()
+    assert meta == {"format": "reprlab.activations/1", "layers": "[1]", "condition": "zero-shot"}
+
+
+def test_bfloat16_states_are_stored_as_float32(tiny) -> None:
+    model, tokenizer = tiny
+    acts = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(dtype="bfloat16"))
+    assert acts.states.dtype == torch.bfloat16
+    arrays = safetensors.numpy.load(acts.to_safetensors({}))
+    assert arrays["layer.2"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["layer.2"], acts.states[:, 2].float().numpy())
+
+
+def test_foreign_safetensors_file_is_rejected() -> None:
+    data = safetensors.numpy.save({"x": np.zeros(3, dtype=np.float32)})
+    with pytest.raises(ExtractionError, match="not a reprlab activations file"):
+        Activations.from_safetensors(data)
+    with pytest.raises(ExtractionError, match="not a safetensors file"):
+        Activations.from_safetensors(b"garbage!")
+
+
+def test_model_without_layers_is_refused_by_architecture(tiny) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tokenizer = tiny
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer)))
+    with pytest.raises(ExtractionError, match="GPT2LMHeadModel"):
+        extract_activations(gpt2, tokenizer, PROMPTS, ExtractionSpec())
+
+
+def test_base_model_without_head_works_too(tiny) -> None:
+    model, tokenizer = tiny
+    full = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec())
+    body = extract_activations(model.model, tokenizer, PROMPTS, ExtractionSpec())
+    torch.testing.assert_close(body.states, full.states)
+
+
+def test_wrapped_model_is_unwrapped_to_its_decoder(tiny) -> None:
+    """A peft (LoRA) wrapper, as the fine-tuning stage produces, extracts like its base model."""
+    peft = pytest.importorskip("peft")
+    model, tokenizer = tiny
+    base = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(layers=[1, -1]))
+    config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    wrapped = peft.get_peft_model(model, config).eval()
+    try:
+        # LoRA's B matrices start at zero, so the wrapped model computes the same function.
+        lora = extract_activations(wrapped, tokenizer, PROMPTS, ExtractionSpec(layers=[1, -1]))
+    finally:
+        wrapped.unload()  # give the shared fixture model back without LoRA layers
+    torch.testing.assert_close(lora.states, base.states, atol=1e-6, rtol=1e-6)

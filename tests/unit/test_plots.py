@@ -1,0 +1,58 @@
+"""Plots and tables from a constructed JobResults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from reprlab.client.plots import format_table, plot_metric
+from reprlab.schemas.results import ConditionResult, JobResults, LayerCurve, ModelInfo
+
+LABEL = "TwoNN ID (discard 10%)"
+
+
+def _results() -> JobResults:
+    def cond(name: str, values: list[float | None], auc: float, errors: bool) -> ConditionResult:
+        curve = LayerCurve(
+            metric="id_twonn", label=LABEL, layers=[0, 1, 2, 3], values=values,
+            errors=[0.1, 0.2, None, 0.1] if errors else None, summary={"auc": auc},
+        )  # fmt: skip
+        return ConditionResult(
+            name=name, paradigm="icl", n_items=10, layers=[0, 1, 2, 3], curves=[curve]
+        )
+
+    return JobResults(
+        job_id="j1",
+        model=ModelInfo(
+            name="tiny", resolved="/m", n_layers=3, hidden_size=8, dtype="float32", device="cpu"
+        ),  # fmt: skip
+        conditions=[
+            cond("zs", [1.0, 2.5, None, 3.25], 0.5, False),
+            cond("icl-5", [1.5, 3.0, 4.0, 4.123456], 0.75, True),
+        ],  # fmt: skip
+    )
+
+
+def test_plot_metric_writes_png(tmp_path: Path) -> None:
+    path = plot_metric(_results(), "id_twonn", tmp_path / "sub" / "id.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_unknown_metric_names_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="id_twonn"):
+        plot_metric(_results(), "cka", tmp_path / "x.png")
+
+
+def test_format_table_rows_and_columns() -> None:
+    table = format_table(_results(), "id_twonn")
+    assert [c.header for c in table.columns] == ["layer", "zs", "icl-5"]
+    cells = [list(c.cells) for c in table.columns]
+    assert cells[0] == ["0", "1", "2", "3", "AUC"]
+    assert cells[1] == ["1.000", "2.500", "—", "3.250", "0.500"]
+    assert cells[2][3] == "4.123" and cells[2][4] == "0.750"
+    console = Console(record=True, width=100)
+    console.print(table)
+    assert LABEL in console.export_text()

@@ -1,0 +1,142 @@
+"""Prompt formats (studies 1 and 2) and per-query demonstration sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reprlab.schemas.specs import BuiltinDataset, ICLCondition, PromptSpec
+from reprlab.worker.data import Dataset, Example, load_dataset
+from reprlab.worker.errors import SpecError
+from reprlab.worker.prompts import Prompt, build_prompts
+
+HEADER = "The following are multiple choice questions (with answers) about {}.\n\n"
+
+
+def _plain(n_train: int = 3) -> Dataset:
+    train = [Example(f"t{i}", f"L{i}", {}) for i in range(n_train)]
+    return Dataset(
+        "toy",
+        train=train,
+        eval=[Example("q0", "y", {}), Example("q1", "n", {})],
+        template="plain",
+        target_delimiter="\n",
+        options=[],
+    )
+
+
+def _mcq(n_train: int = 3) -> Dataset:
+    def item(q: str, letter: str, subject: str = "elementary_arithmetic") -> Example:
+        return Example(f"{q}\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:", letter, {"subject": subject})
+
+    train = [item(f"Demo {i}?", "ABCD"[i % 4], "chemistry") for i in range(n_train)]
+    return Dataset(
+        "mcq",
+        train=train,
+        eval=[item("Query?", "B"), Example("Bare?\nA. x\nB. y\nC. z\nD. w\nAnswer:", "A", {})],
+        template="mcq",
+        target_delimiter=" ",
+        options=["A", "B", "C", "D"],
+    )
+
+
+def _build(d: Dataset, k: int, seed: int = 0, **prompt: object) -> list[Prompt]:
+    return build_prompts(d, ICLCondition(name=f"k{k}", k=k, seed=seed), PromptSpec(**prompt))
+
+
+def _expected_demos(seed: int, i: int, pool: int, k: int) -> tuple[int, ...]:
+    rng = np.random.default_rng([seed, i])
+    return tuple(int(j) for j in rng.choice(pool, size=k, replace=False))
+
+
+def test_plain_k0_is_the_query_input() -> None:
+    prompts = _build(_plain(), 0)
+    assert prompts == [Prompt("q0", 0, ()), Prompt("q1", 1, ())]
+    assert _build(_plain(), 0, instruction="Classify.")[0].text == "Classify.\n\nq0"
+
+
+def test_plain_k1_exact_text() -> None:
+    (p, _) = _build(_plain(n_train=1), 1)
+    assert p == Prompt("t0\nL0\n\nq0", 0, (0,))
+
+
+def test_plain_k3_exact_text_in_demo_order() -> None:
+    prompts = _build(_plain(), 3, seed=7)
+    for i, p in enumerate(prompts):
+        assert p.demos == _expected_demos(7, i, 3, 3)
+        a, b, c = p.demos
+        assert p.text == f"t{a}\nL{a}\n\nt{b}\nL{b}\n\nt{c}\nL{c}\n\nq{i}"
+    orders = {p.demos for seed in range(10) for p in _build(_plain(), 3, seed=seed)}
+    assert len(orders) > 1  # the order of the demonstrations is sampled too
+
+
+def test_plain_with_custom_delimiter_separator_and_instruction() -> None:
+    (p, _) = _build(
+        _plain(n_train=1), 1, target_delimiter=" => ", demo_separator="\n", instruction="Go."
+    )
+    assert p.text == "Go.\nt0 => L0\nq0"
+
+
+def test_mcq_k0_k1_k3_exact_text() -> None:
+    d = _mcq()
+    query = "Query?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:"
+    header = HEADER.format("elementary arithmetic")  # underscores shown as spaces
+    assert _build(d, 0)[0].text == header + query
+    (p1, _) = _build(_mcq(n_train=1), 1)
+    demo0 = "Demo 0?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:"
+    assert p1.text == f"{header}{demo0} A\n\n{query}"
+    (p3, _) = _build(d, 3, seed=2)
+    demos = "\n\n".join(f"{d.train[j].input} {d.train[j].output}" for j in p3.demos)
+    assert sorted(p3.demos) == [0, 1, 2]
+    assert p3.text == f"{header}{demos}\n\n{query}"
+
+
+def test_mcq_subject_fallback_instruction_and_template_override() -> None:
+    d = _mcq()
+    bare = "Bare?\nA. x\nB. y\nC. z\nD. w\nAnswer:"
+    assert _build(d, 0)[1].text == HEADER.format("general knowledge") + bare
+    with_instruction = _build(d, 0, instruction="Answer with a letter.")[1].text
+    assert (
+        with_instruction == "Answer with a letter.\n\n" + HEADER.format("general knowledge") + bare
+    )
+    assert _build(d, 0, template="plain")[1].text == bare
+    (p,) = _build(_mcq(n_train=1), 1, template="plain", target_delimiter="\n")[:1]
+    assert p.text.startswith("Demo 0?") and "Answer:\nA\n\nQuery?" in p.text
+    assert _build(_plain(), 0, template="mcq")[0].text == HEADER.format("general knowledge") + "q0"
+
+
+def test_demos_are_distinct_seeded_per_query_and_deterministic() -> None:
+    train = [Example(f"t{i}", "x", {}) for i in range(50)]
+    evals = [Example(f"q{i}", "y", {}) for i in range(40)]
+    d = Dataset("toy", train=train, eval=evals, template="plain", target_delimiter="\n", options=[])
+    a = build_prompts(d, ICLCondition(name="a", k=5, seed=1), PromptSpec())
+    b = build_prompts(d, ICLCondition(name="b", k=5, seed=1), PromptSpec())
+    c = build_prompts(d, ICLCondition(name="c", k=5, seed=2), PromptSpec())
+    assert a == b and [p.demos for p in a] != [p.demos for p in c]
+    assert [p.item for p in a] == list(range(40))
+    assert all(len(set(p.demos)) == 5 for p in a)
+    assert all(p.demos == _expected_demos(1, p.item, 50, 5) for p in a)
+    assert len({p.demos for p in a}) > 30  # sampled per query, not one shared set
+    # Prompt i does not depend on how many queries there are.
+    fewer = Dataset("toy", train=train, eval=evals[:10], template="plain", target_delimiter="\n",
+                    options=[])  # fmt: skip
+    assert build_prompts(fewer, ICLCondition(name="a", k=5, seed=1), PromptSpec()) == a[:10]
+
+
+def test_demonstrations_never_include_the_query() -> None:
+    d = load_dataset(BuiltinDataset(name="sentiment", n_eval=60, n_train=20, seed=5))
+    prompts = build_prompts(d, ICLCondition(name="icl", k=10, seed=3), PromptSpec())
+    for p in prompts:
+        query = d.eval[p.item].input
+        assert p.text.endswith("\n\n" + query)
+        assert all(d.train[j].input != query for j in p.demos)
+        assert all(f"{d.train[j].input}\n{d.train[j].output}" in p.text for j in p.demos)
+
+
+def test_k_larger_than_the_pool_is_a_spec_error_naming_n_train() -> None:
+    with pytest.raises(SpecError) as err:
+        build_prompts(_plain(), ICLCondition(name="too-many", k=5), PromptSpec())
+    message = err.value.message
+    assert "too-many" in message and "k=5" in message and "pool has 3 items" in message
+    assert err.value.hint is not None and "n_train" in err.value.hint
+    assert len(_build(_plain(), 3)) == 2  # k equal to the pool size is fine
