@@ -50,6 +50,9 @@ def test_sentiment_is_balanced_labelled_and_ends_in_varied_words() -> None:
     assert all(e.labels == {"sentiment": e.output} for e in d.eval)
     # The last token's state is analysed: final words must vary (layer 0 needs distinct points).
     assert len({e.input.split()[-1] for e in d.eval}) >= 100
+    # ... and end in the word itself, not a shared trailing token such as "." or "!".
+    assert len({e.input[-4:] for e in d.eval}) >= 100
+    assert all(e.input[-1].isalnum() for e in d.eval)
     assert d.template == "plain" and d.target_delimiter == "\n"
     assert d.options == ["negative", "positive"]
 
