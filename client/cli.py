@@ -87,7 +87,7 @@ def _validate(data: dict[str, Any], path: Path) -> Any:
 
 
 def _print_results(results: Any, metric: str | None) -> None:
-    from reprlab.client.plots import format_table
+    from reprlab.client.plots import format_accuracy, format_table
 
     metrics = [metric] if metric else sorted(
         {c.metric for cond in results.conditions for c in cond.curves})  # fmt: skip
@@ -96,6 +96,9 @@ def _print_results(results: Any, metric: str | None) -> None:
             out.print(format_table(results, m))
         except KeyError as exc:
             _fail(str(exc.args[0]), "leave out --metric to see every metric")
+    accuracy = format_accuracy(results)
+    if accuracy is not None and metric is None:
+        out.print(accuracy)
     for cond in results.conditions:
         for warning in cond.warnings:
             out.print(f"[dim]{cond.name}: {warning}[/dim]")

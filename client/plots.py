@@ -94,3 +94,17 @@ def format_table(results: JobResults, metric: str) -> Table:
         table.add_section()
         table.add_row("AUC", *[_fmt(c.summary.get("auc")) for _, c in curves])
     return table
+
+
+def format_accuracy(results: JobResults) -> Table | None:
+    """One row per condition with its behavioural accuracy; None if none was measured."""
+    rows = [(c.name, c.behaviour) for c in results.conditions if c.behaviour is not None]
+    if not rows:
+        return None
+    table = Table(title="Behavioural accuracy (log-likelihood of the label options)")
+    for col in ("condition", "accuracy", "length-normalised", "first token", "items"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for name, b in rows:
+        table.add_row(name, _fmt(b.accuracy), _fmt(b.accuracy_norm),
+                      _fmt(b.first_token_accuracy), str(b.n_items))  # fmt: skip
+    return table

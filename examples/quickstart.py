@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 
 from reprlab.client import Client, JobSpec
-from reprlab.client.plots import format_table, plot_metric
+from reprlab.client.plots import format_accuracy, format_table, plot_metric
 
 HERE = Path(__file__).parent
 
@@ -41,6 +41,9 @@ def main() -> None:
         console.print(format_table(results, metric))
         path = plot_metric(results, metric, out / f"{metric}.png")
         console.print(f"plot: [bold]{path}[/bold]")
+    accuracy = format_accuracy(results)
+    if accuracy is not None:
+        console.print(accuracy)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 """Pydantic schemas shared by the SDK, the server and the workers (no I/O, no torch)."""
 
 from reprlab.schemas.jobs import Job, JobError, JobList, JobStatus, Progress, StageRecord
-from reprlab.schemas.results import ConditionResult, JobResults, LayerCurve, ModelInfo
+from reprlab.schemas.results import (
+    BehaviourResult,
+    ConditionResult,
+    JobResults,
+    LayerCurve,
+    ModelInfo,
+)
 from reprlab.schemas.specs import (
     BuiltinDataset,
     Condition,
@@ -20,6 +26,7 @@ from reprlab.schemas.specs import (
 )
 
 __all__ = [
+    "BehaviourResult",
     "BuiltinDataset",
     "Condition",
     "ConditionResult",

@@ -26,6 +26,23 @@ class LayerCurve(ResponseModel):
     )
 
 
+class BehaviourResult(ResponseModel):
+    """Behavioural accuracy of one condition, scored by log-likelihood of the label options."""
+
+    accuracy: float = Field(description="Fraction of items whose gold option is most likely.")
+    accuracy_norm: float = Field(
+        description="The same with each option's log-likelihood divided by its length in bytes."
+    )
+    first_token_accuracy: float = Field(
+        description="Fraction of items whose greedy next token is the gold answer's first token."
+    )
+    n_items: int = Field(description="Number of scored items.")
+    options: list[str] = Field(description="The label options that were scored.")
+    choices: list[int] = Field(
+        default_factory=list, description="Per item, the index of the most likely option."
+    )
+
+
 class ConditionResult(ResponseModel):
     """Everything measured for one condition."""
 
@@ -43,6 +60,9 @@ class ConditionResult(ResponseModel):
     )
     prompt_tokens_mean: float | None = Field(
         default=None, description="Mean prompt length in tokens."
+    )
+    behaviour: BehaviourResult | None = Field(
+        default=None, description="Behavioural accuracy, when the spec asks for it."
     )
     warnings: list[str] = Field(
         default_factory=list,

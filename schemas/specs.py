@@ -275,6 +275,14 @@ class JobSpec(StrictModel):
         description="Metrics computed per condition and layer.",
         max_length=32,
     )
+    accuracy: bool = Field(
+        default=False,
+        description=(
+            "Also measure behavioural accuracy per condition: log-likelihood of each label "
+            "option (accuracy, length-normalised accuracy) and first-token greedy match. Needs "
+            "a dataset with a closed label set (sentiment, mcq, or few distinct outputs)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> JobSpec:

@@ -18,16 +18,23 @@ from typing import Protocol
 import torch
 
 from reprlab.schemas.jobs import StageRecord
-from reprlab.schemas.results import ConditionResult, JobResults, LayerCurve, ModelInfo
+from reprlab.schemas.results import (
+    BehaviourResult,
+    ConditionResult,
+    JobResults,
+    LayerCurve,
+    ModelInfo,
+)
 from reprlab.schemas.specs import Condition, JobSpec
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker import store as keys
 from reprlab.worker.data import Dataset, load_dataset
 from reprlab.worker.errors import JobCancelled
+from reprlab.worker.evaluate import score_options
 from reprlab.worker.extract import Activations, extract_activations
 from reprlab.worker.metrics import MetricOutput, compute_layer_metrics, normalised_auc
 from reprlab.worker.models import LoadedModel, ModelCache, ResolvedModel, resolve_model
-from reprlab.worker.prompts import build_prompts
+from reprlab.worker.prompts import build_prompts, target_delimiter
 
 # Share of the progress bar each phase takes; extraction dominates on real models.
 _EXTRACT_SHARE = 0.75
@@ -70,6 +77,8 @@ class _Context:
     model_cache: Path
     model_roots: Sequence[Path]
     artifacts: dict[str, str] = field(default_factory=dict)
+    behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
     _loaded: LoadedModel | None = None
 
     def model(self) -> LoadedModel:
@@ -176,15 +185,60 @@ def _extract_all(ctx: _Context, dataset: Dataset) -> dict[str, tuple[Activations
         ctx.check_stop()
         base = 0.05 + _EXTRACT_SHARE * i / n
         ctx.reporter.progress(f"extract:{condition.name}", base, "building prompts")
-        acts = _extract_condition(ctx, dataset, condition, base, _EXTRACT_SHARE / n)
+        prompts = [p.text for p in build_prompts(dataset, condition, ctx.spec.prompt)]
+        acts = _extract_condition(ctx, prompts, condition, base, _EXTRACT_SHARE / n)
         out[condition.name] = (acts, sum(acts.n_tokens) / max(len(acts.n_tokens), 1))
+        if ctx.spec.accuracy:
+            _behaviour_condition(ctx, dataset, prompts, condition)
     return out
 
 
+def _behaviour_condition(
+    ctx: _Context, dataset: Dataset, prompts: list[str], condition: Condition
+) -> None:
+    """Accuracy of one condition, reused from the store when the same scoring was done."""
+    stage = f"accuracy:{condition.name}"
+    options = list(dataset.options)
+    if not options:
+        ctx.warnings.setdefault(condition.name, []).append(
+            "accuracy: the dataset has no closed label set (more than 20 distinct outputs)"
+        )
+        return
+    gold = [options.index(q.output) for q in dataset.eval]
+    delimiter = target_delimiter(dataset, ctx.spec.prompt)
+    key = "behaviour/" + keys.digest({
+        "v": keys.KEY_VERSION, "model": ctx.resolved.fingerprint, "dtype": ctx.spec.model.dtype,
+        "prompts": keys.prompts_digest(prompts), "options": options, "delimiter": delimiter,
+        "gold": gold,
+    }) + ".json"  # fmt: skip
+    with _stage(ctx.reporter, stage) as rec:
+        if ctx.store.exists(key):
+            result = BehaviourResult.model_validate_json(ctx.store.get_bytes(key))
+            rec.outcome, rec.detail = "cached", f"reused {key}"
+        else:
+            loaded = ctx.model()
+
+            def on_batch(done: int, total: int) -> None:
+                ctx.reporter.progress(stage, 0.05 + _EXTRACT_SHARE, f"{done}/{total} options")
+
+            scores = score_options(
+                loaded.model, loaded.tokenizer, prompts, gold, options, delimiter,
+                batch_size=ctx.spec.extraction.batch_size, progress=on_batch,
+                should_stop=ctx.reporter.should_stop,
+            )  # fmt: skip
+            result = BehaviourResult(
+                accuracy=scores.accuracy, accuracy_norm=scores.accuracy_norm,
+                first_token_accuracy=scores.first_token_accuracy, n_items=scores.n_items,
+                options=scores.options, choices=scores.choices,
+            )  # fmt: skip
+            ctx.store.put_bytes(key, result.model_dump_json().encode())
+            rec.detail = f"accuracy {result.accuracy:.3f} over {result.n_items} items"
+    ctx.behaviour[condition.name] = result
+
+
 def _extract_condition(
-    ctx: _Context, dataset: Dataset, condition: Condition, base: float, share: float
+    ctx: _Context, prompts: list[str], condition: Condition, base: float, share: float
 ) -> Activations:
-    prompts = [p.text for p in build_prompts(dataset, condition, ctx.spec.prompt)]
     extraction = ctx.spec.extraction.model_dump(exclude={"batch_size"})
     key = keys.activations_key(
         model_fingerprint=ctx.resolved.fingerprint,
@@ -245,7 +299,8 @@ def _metrics_all(
                 curves=curves,
                 activations_artifact=f"activations/{condition.name}.safetensors",
                 prompt_tokens_mean=round(mean_tokens, 2),
-                warnings=warnings,
+                behaviour=ctx.behaviour.get(condition.name),
+                warnings=ctx.warnings.get(condition.name, []) + warnings,
             )
         )
     return results

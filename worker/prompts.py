@@ -49,7 +49,7 @@ def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -
             hint=f"raise dataset.n_train to at least {k}, or lower k",
         )
     template = dataset.template if spec.template == "auto" else spec.template
-    delim = spec.target_delimiter if spec.target_delimiter is not None else dataset.target_delimiter
+    delim = target_delimiter(dataset, spec)
     prompts = []
     for i, query in enumerate(dataset.eval):
         demos: tuple[int, ...] = ()
@@ -74,3 +74,8 @@ def _render(
     if spec.instruction:
         body = spec.instruction + sep + body
     return body
+
+
+def target_delimiter(dataset: Dataset, spec: PromptSpec) -> str:
+    """The text between an input and its output: the spec's, else the dataset's default."""
+    return spec.target_delimiter if spec.target_delimiter is not None else dataset.target_delimiter

@@ -43,7 +43,7 @@ def client(service: Service) -> Client:
 
 
 def test_icl_job_end_to_end(client: Client, service: Service, tiny_model_dir: Path) -> None:
-    job = client.jobs.create(_spec(tiny_model_dir))
+    job = client.jobs.create(_spec(tiny_model_dir, accuracy=True))
     assert job.status == JobStatus.QUEUED
     done = client.jobs.wait(job.id, timeout=180, progress=False)
     assert done.status == JobStatus.SUCCEEDED
@@ -61,6 +61,9 @@ def test_icl_job_end_to_end(client: Client, service: Service, tiny_model_dir: Pa
         assert twonn.summary["auc"] is not None
         gride = cond.curve("id_gride")
         assert gride.params == {"n1": 4, "n2": 8}
+        assert cond.behaviour is not None and cond.behaviour.n_items == 80
+        assert cond.behaviour.options == ["negative", "positive"]
+    assert {s.name for s in done.stages} >= {"accuracy:zero-shot", "accuracy:icl-2"}
     # ICL prompts are longer than zero-shot ones.
     zs, icl = results.conditions
     assert icl.prompt_tokens_mean is not None and zs.prompt_tokens_mean is not None

@@ -56,3 +56,21 @@ def test_format_table_rows_and_columns() -> None:
     console = Console(record=True, width=100)
     console.print(table)
     assert LABEL in console.export_text()
+
+
+def test_format_accuracy_lists_conditions_with_a_measurement() -> None:
+    from reprlab.client.plots import format_accuracy
+    from reprlab.schemas.results import BehaviourResult
+
+    results = _results()
+    assert format_accuracy(results) is None
+    results.conditions[1].behaviour = BehaviourResult(
+        accuracy=0.75, accuracy_norm=0.5, first_token_accuracy=0.25, n_items=4,
+        options=["negative", "positive"],
+    )  # fmt: skip
+    table = format_accuracy(results)
+    assert table is not None and table.row_count == 1
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "icl-5" in text and "0.750" in text and "0.500" in text and "zs" not in text
