@@ -5,8 +5,9 @@ teacher forcing (sum of the log-probabilities of its tokens given the prompt). R
 lm-evaluation-harness:
 - `accuracy`: the gold option has the highest log-likelihood;
 - `accuracy_norm`: the same after dividing each option's log-likelihood by its length in bytes;
-- `first_token_accuracy`: the greedy (argmax) next token after the prompt is the first token of
-  the gold continuation.
+- `first_token_accuracy`: given the prompt and the delimiter, the greedy (argmax) next token is
+  the first token of the gold answer (the delimiter's own tokens, e.g. a newline, are not
+  counted: every option shares them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 
 from reprlab.worker.errors import JobCancelled, SpecError
 from reprlab.worker.extract import left_pad
+
+# Part of the cache key of stored scores: bump it when the scoring rule changes.
+SCORING_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,20 @@ def _split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], 
     return ctx, list(cont)
 
 
+def _delimiter_tokens(
+    tokenizer: Any, context: str, delimiter: str, pair: tuple[list[int], list[int]]
+) -> int:
+    """How many leading continuation tokens encode only the delimiter (0 if they merge)."""
+    if not delimiter:
+        return 0
+    ctx, cont = pair
+    with_delim: list[int] = tokenizer(context + delimiter)["input_ids"]
+    whole = ctx + cont
+    if with_delim[: len(ctx)] == ctx and whole[: len(with_delim)] == with_delim:
+        return len(with_delim) - len(ctx)
+    return 0
+
+
 def score_options(
     model: nn.Module,
     tokenizer: Any,
@@ -72,6 +90,11 @@ def score_options(
     if len(gold) != len(prompts) or any(not 0 <= g < len(options) for g in gold):
         raise SpecError("every item's output must be one of the dataset's options")
     pairs = [_split(tokenizer, p, delimiter + o) for p in prompts for o in options]
+    skip = [
+        _delimiter_tokens(tokenizer, p, delimiter, pairs[i * len(options) + j])
+        for i, p in enumerate(prompts)
+        for j in range(len(options))
+    ]
     device = next(model.parameters()).device
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
     scores = torch.empty(len(pairs), dtype=torch.float64)
@@ -94,7 +117,8 @@ def score_options(
                 pred = logp[row, -n_cont - 1 : -1]
                 target = torch.tensor(pairs[i][1], device=pred.device)
                 scores[i] = pred.gather(-1, target[:, None]).sum().double().cpu()
-                first_hit[i] = bool(pred[0].argmax() == target[0])
+                a = min(skip[i], n_cont - 1)  # the first token of the answer itself
+                first_hit[i] = bool(pred[a].argmax() == target[a])
             if progress is not None:
                 progress(min(start + len(idx), len(order)), len(order))
     return _summarise(scores, first_hit, gold, list(options))

@@ -30,7 +30,7 @@ from reprlab.server.storage import ArtifactStore
 from reprlab.worker import store as keys
 from reprlab.worker.data import Dataset, load_dataset
 from reprlab.worker.errors import JobCancelled
-from reprlab.worker.evaluate import score_options
+from reprlab.worker.evaluate import SCORING_VERSION, score_options
 from reprlab.worker.extract import Activations, extract_activations
 from reprlab.worker.metrics import MetricOutput, compute_layer_metrics, normalised_auc
 from reprlab.worker.models import LoadedModel, ModelCache, ResolvedModel, resolve_model
@@ -207,7 +207,8 @@ def _behaviour_condition(
     gold = [options.index(q.output) for q in dataset.eval]
     delimiter = target_delimiter(dataset, ctx.spec.prompt)
     key = "behaviour/" + keys.digest({
-        "v": keys.KEY_VERSION, "model": ctx.resolved.fingerprint, "dtype": ctx.spec.model.dtype,
+        "v": keys.KEY_VERSION, "scoring": SCORING_VERSION, "model": ctx.resolved.fingerprint,
+        "dtype": ctx.spec.model.dtype,
         "prompts": keys.prompts_digest(prompts), "options": options, "delimiter": delimiter,
         "gold": gold,
     }) + ".json"  # fmt: skip

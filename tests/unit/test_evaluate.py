@@ -57,8 +57,10 @@ def test_scores_equal_a_hand_computed_log_likelihood(tiny: tuple[torch.nn.Module
     )
     hits = 0
     for p, g in zip(prompts, gold, strict=True):
-        ctx = tok(p)["input_ids"]  # type: ignore[operator]
+        # The first answer token comes after the delimiter's own tokens.
+        ctx = tok(p + "\n")["input_ids"]  # type: ignore[operator]
         whole = tok(p + "\n" + options[g])["input_ids"]  # type: ignore[operator]
+        assert whole[: len(ctx)] == ctx
         with torch.no_grad():
             logits = model(torch.tensor([whole])).logits[0]
         hits += int(logits[len(ctx) - 1].argmax()) == whole[len(ctx)]
