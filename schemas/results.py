@@ -61,6 +61,12 @@ class ConditionResult(ResponseModel):
     prompt_tokens_mean: float | None = Field(
         default=None, description="Mean prompt length in tokens."
     )
+    k: int | None = Field(default=None, description="Demonstrations per query (ICL).")
+    selection: str | None = Field(default=None, description="How demonstrations were chosen.")
+    demos: list[list[int]] = Field(
+        default_factory=list,
+        description="Per query item, the training-pool indices of its demonstrations, in order.",
+    )
     behaviour: BehaviourResult | None = Field(
         default=None, description="Behavioural accuracy, when the spec asks for it."
     )

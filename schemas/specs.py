@@ -161,12 +161,52 @@ class ICLCondition(StrictModel):
 
     paradigm: Literal["icl"] = Field(default="icl", description="Condition kind.")
     name: str = Field(description="Unique name of this condition in the job.", pattern=NAME_PATTERN)
-    k: int = Field(default=0, ge=0, le=256, description="Number of demonstrations per query.")
-    selection: Literal["random"] = Field(
+    k: int | list[int] = Field(
+        default=0,
+        description=(
+            "Demonstrations per query (0..256), or a list for a k-sweep: each k becomes its own "
+            "result named '<name>.k<k>' (e.g. [0, 1, 2, 5, 10])."
+        ),
+    )
+    selection: Literal["random", "fixed_per_group", "similar"] = Field(
         default="random",
-        description="How demonstrations are chosen: 'random' samples k per query from the pool.",
+        description=(
+            "'random': k sampled per query from the pool (seeded); 'fixed_per_group': one fixed "
+            "set of k per value of the query's `group_by` label, drawn from training items with "
+            "the same value, shown in a per-query shuffled order (Doimo et al.); 'similar': the k "
+            "training inputs most similar to the query (TF-IDF cosine), the most similar last."
+        ),
+    )
+    group_by: str = Field(
+        default="subject", description="Label field that defines groups for fixed_per_group."
     )
     seed: int = Field(default=0, ge=0, description="Seed of the per-query demonstration sampling.")
+
+    @field_validator("k")
+    @classmethod
+    def _k_range(cls, v: int | list[int]) -> int | list[int]:
+        ks = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and not 1 <= len(v) <= 32:
+            raise ValueError("a k-sweep lists 1 to 32 values")
+        if len(set(ks)) != len(ks):
+            raise ValueError("k lists the same value twice")
+        bad = [k for k in ks if not 0 <= k <= 256]
+        if bad:
+            raise ValueError(f"k must be between 0 and 256; got {bad[0]}")
+        return v
+
+    def expand(self) -> list[ICLCondition]:
+        """One condition per k (a single k is returned as is)."""
+        if isinstance(self.k, int):
+            return [self]
+        return [self.model_copy(update={"k": k, "name": f"{self.name}.k{k}"}) for k in self.k]
+
+    @property
+    def k_value(self) -> int:
+        """k of an expanded condition."""
+        if isinstance(self.k, list):
+            raise TypeError("expand() a k-sweep before reading a single k")
+        return self.k
 
 
 Condition = ICLCondition
@@ -286,7 +326,7 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _names_unique(self) -> JobSpec:
-        names = [c.name for c in self.conditions]
+        names = [e.name for c in self.conditions for e in c.expand()]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"condition names must be unique; repeated: {', '.join(dupes)}")

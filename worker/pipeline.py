@@ -78,6 +78,7 @@ class _Context:
     model_roots: Sequence[Path]
     artifacts: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
+    demos: dict[str, list[list[int]]] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
     _loaded: LoadedModel | None = None
 
@@ -180,17 +181,25 @@ def run_pipeline(
 def _extract_all(ctx: _Context, dataset: Dataset) -> dict[str, tuple[Activations, float]]:
     """Activations (and mean prompt length) per condition, reusing stored ones."""
     out: dict[str, tuple[Activations, float]] = {}
-    n = len(ctx.spec.conditions)
-    for i, condition in enumerate(ctx.spec.conditions):
+    conditions = _conditions(ctx.spec)
+    n = len(conditions)
+    for i, condition in enumerate(conditions):
         ctx.check_stop()
         base = 0.05 + _EXTRACT_SHARE * i / n
         ctx.reporter.progress(f"extract:{condition.name}", base, "building prompts")
-        prompts = [p.text for p in build_prompts(dataset, condition, ctx.spec.prompt)]
+        built = build_prompts(dataset, condition, ctx.spec.prompt)
+        ctx.demos[condition.name] = [list(p.demos) for p in built]
+        prompts = [p.text for p in built]
         acts = _extract_condition(ctx, prompts, condition, base, _EXTRACT_SHARE / n)
         out[condition.name] = (acts, sum(acts.n_tokens) / max(len(acts.n_tokens), 1))
         if ctx.spec.accuracy:
             _behaviour_condition(ctx, dataset, prompts, condition)
     return out
+
+
+def _conditions(spec: JobSpec) -> list[Condition]:
+    """The spec's conditions with every k-sweep expanded into one condition per k."""
+    return [one for condition in spec.conditions for one in condition.expand()]
 
 
 def _behaviour_condition(
@@ -277,9 +286,10 @@ def _metrics_all(
     ctx: _Context, activations: dict[str, tuple[Activations, float]]
 ) -> list[ConditionResult]:
     results = []
-    n = len(ctx.spec.conditions)
+    conditions = _conditions(ctx.spec)
+    n = len(conditions)
     device = _metric_device(ctx.spec.model.device)
-    for i, condition in enumerate(ctx.spec.conditions):
+    for i, condition in enumerate(conditions):
         ctx.check_stop()
         acts, mean_tokens = activations[condition.name]
         stage = f"metrics:{condition.name}"
@@ -300,6 +310,9 @@ def _metrics_all(
                 curves=curves,
                 activations_artifact=f"activations/{condition.name}.safetensors",
                 prompt_tokens_mean=round(mean_tokens, 2),
+                k=condition.k_value,
+                selection=condition.selection,
+                demos=ctx.demos.get(condition.name, []),
                 behaviour=ctx.behaviour.get(condition.name),
                 warnings=ctx.warnings.get(condition.name, []) + warnings,
             )

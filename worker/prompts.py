@@ -29,13 +29,15 @@ class Prompt:
 def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -> list[Prompt]:
     """One prompt per query of `dataset.eval`, with `condition.k` demonstrations each.
 
-    Demonstrations are sampled per query from the training pool with
-    `numpy.random.default_rng([condition.seed, i])`, so prompt i does not depend on the others.
+    Demonstrations follow `condition.selection` (see `ICLCondition`); every random draw for
+    query i uses `numpy.random.default_rng([condition.seed, i])` (group sets use the group's
+    rank), so prompt i does not depend on the others.
 
     Raises:
-        SpecError: k exceeds the demonstration pool.
+        SpecError: k exceeds the demonstration pool (or a group's share of it), a query lacks
+            the grouping label, or the condition is an unexpanded k-sweep.
     """
-    k = condition.k
+    k = condition.k_value
     pool = len(dataset.train)
     if condition.seed < 0:  # numpy seeds must be non-negative; the schema does not bound it
         raise SpecError(
@@ -50,16 +52,82 @@ def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -
         )
     template = dataset.template if spec.template == "auto" else spec.template
     delim = target_delimiter(dataset, spec)
+    chosen = _select(dataset, condition, k)
     prompts = []
     for i, query in enumerate(dataset.eval):
-        demos: tuple[int, ...] = ()
-        if k:
-            rng = np.random.default_rng([condition.seed, i])
-            demos = tuple(int(j) for j in rng.choice(pool, size=k, replace=False))
-        shown = [dataset.train[j] for j in demos]
+        shown = [dataset.train[j] for j in chosen[i]]
         text = _render(query, shown, template, delim, spec)
-        prompts.append(Prompt(text=text, item=i, demos=demos))
+        prompts.append(Prompt(text=text, item=i, demos=chosen[i]))
     return prompts
+
+
+def _select(dataset: Dataset, condition: ICLCondition, k: int) -> list[tuple[int, ...]]:
+    """Training-pool indices of the demonstrations of each query, in prompt order."""
+    n = len(dataset.eval)
+    if k == 0:
+        return [()] * n
+    if condition.selection == "random":
+        pool = len(dataset.train)
+        return [
+            tuple(int(j) for j in np.random.default_rng([condition.seed, i]).choice(pool, k, False))
+            for i in range(n)
+        ]
+    if condition.selection == "fixed_per_group":
+        return _fixed_per_group(dataset, condition, k)
+    return _most_similar(dataset, k)
+
+
+def _group(example: Example, field: str, where: str, condition: ICLCondition) -> str:
+    if field not in example.labels:
+        raise SpecError(
+            f"condition '{condition.name}' groups demonstrations by '{field}', but {where} has "
+            "no such label",
+            hint="set group_by to a label every item has (e.g. 'subject'), or use 'random'",
+        )
+    return str(example.labels[field])
+
+
+def _fixed_per_group(dataset: Dataset, condition: ICLCondition, k: int) -> list[tuple[int, ...]]:
+    by_group: dict[str, list[int]] = {}
+    for j, ex in enumerate(dataset.train):
+        by_group.setdefault(
+            _group(ex, condition.group_by, f"training item {j}", condition), []
+        ).append(j)
+    fixed: dict[str, list[int]] = {}
+    for rank, group in enumerate(sorted(by_group)):
+        members = by_group[group]
+        if len(members) >= k:
+            rng = np.random.default_rng([condition.seed, 1_000_003, rank])
+            fixed[group] = [members[int(m)] for m in rng.choice(len(members), k, replace=False)]
+    out = []
+    for i, query in enumerate(dataset.eval):
+        group = _group(query, condition.group_by, f"query {i}", condition)
+        if group not in fixed:
+            have = len(by_group.get(group, []))
+            raise SpecError(
+                f"condition '{condition.name}' needs k={k} training items with "
+                f"{condition.group_by}={group!r}, but the pool has {have}",
+                hint="raise dataset.n_train, or lower k",
+            )
+        order = np.random.default_rng([condition.seed, i]).permutation(k)
+        out.append(tuple(fixed[group][int(o)] for o in order))
+    return out
+
+
+def _most_similar(dataset: Dataset, k: int) -> list[tuple[int, ...]]:
+    """The k training inputs closest to each query by TF-IDF cosine, the closest last."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    train = vectorizer.fit_transform([ex.input for ex in dataset.train])
+    queries = vectorizer.transform([ex.input for ex in dataset.eval])
+    sims = (queries @ train.T).toarray()
+    out = []
+    for row in sims:
+        # Stable: ties go to the lower index; reverse so the most similar is next to the query.
+        best = np.argsort(-row, kind="stable")[:k]
+        out.append(tuple(int(j) for j in best[::-1]))
+    return out
 
 
 def _render(

@@ -140,3 +140,68 @@ def test_k_larger_than_the_pool_is_a_spec_error_naming_n_train() -> None:
     assert "too-many" in message and "k=5" in message and "pool has 3 items" in message
     assert err.value.hint is not None and "n_train" in err.value.hint
     assert len(_build(_plain(), 3)) == 2  # k equal to the pool size is fine
+
+
+# --- issue 3: k-sweeps and selection strategies ----------------------------------------------
+
+
+def _grouped() -> Dataset:
+    train = [
+        Example(f"{s} fact {i}", "x", {"subject": s}) for s in ("bio", "geo") for i in range(6)
+    ]
+    queries = [
+        Example(f"{s} question {i}", "y", {"subject": s}) for i in range(4) for s in ("geo", "bio")
+    ]
+    return Dataset("grouped", train=train, eval=queries)
+
+
+def test_k_sweep_expands_into_named_conditions() -> None:
+    sweep = ICLCondition(name="icl", k=[0, 2, 5], seed=3)
+    assert [(c.name, c.k) for c in sweep.expand()] == [("icl.k0", 0), ("icl.k2", 2), ("icl.k5", 5)]
+    assert ICLCondition(name="one", k=4).expand()[0].k_value == 4
+    with pytest.raises(TypeError, match="expand"):
+        _ = sweep.k_value
+    for bad, words in (([1, 1], "same value twice"), ([300], "between 0 and 256"), ([], "1 to 32")):
+        with pytest.raises(ValueError, match=words):
+            ICLCondition(name="bad", k=bad)
+
+
+def test_fixed_per_group_uses_one_same_subject_set_in_shuffled_orders() -> None:
+    d = _grouped()
+    cond = ICLCondition(name="fixed", k=3, selection="fixed_per_group", seed=1)
+    prompts = build_prompts(d, cond, PromptSpec())
+    for p in prompts:
+        subject = d.eval[p.item].labels["subject"]
+        assert all(d.train[j].labels["subject"] == subject for j in p.demos)
+    sets = {d.eval[p.item].labels["subject"]: set() for p in prompts}
+    for p in prompts:
+        sets[d.eval[p.item].labels["subject"]].add(frozenset(p.demos))
+    assert all(len(s) == 1 for s in sets.values())  # the same set for a whole subject
+    geo_orders = {p.demos for p in prompts if d.eval[p.item].labels["subject"] == "geo"}
+    assert len(geo_orders) > 1  # ... shown in a per-query order
+
+
+def test_fixed_per_group_errors_name_the_group_and_the_label() -> None:
+    d = _grouped()
+    with pytest.raises(SpecError, match="needs k=7 training items with subject='geo'"):
+        build_prompts(d, ICLCondition(name="f", k=7, selection="fixed_per_group"), PromptSpec())
+    with pytest.raises(SpecError, match="groups demonstrations by 'topic'"):
+        cond = ICLCondition(name="f", k=1, selection="fixed_per_group", group_by="topic")
+        build_prompts(d, cond, PromptSpec())
+
+
+def test_similar_selection_picks_the_closest_inputs_closest_last() -> None:
+    texts = ["red apples are sweet", "the stock market fell today", "green apples are sour",
+             "stocks rose on monday"]  # fmt: skip
+    train = [Example(t, "x") for t in texts]
+    queries = [Example("are apples sweet or sour", "y"), Example("the market and stocks", "n")]
+    d = Dataset("sim", train=train, eval=queries)
+    prompts = build_prompts(d, ICLCondition(name="s", k=2, selection="similar"), PromptSpec())
+    assert set(prompts[0].demos) == {0, 2} and set(prompts[1].demos) == {1, 3}
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit([t.input for t in train])
+    sims = (vec.transform([d.eval[0].input]) @ vec.transform([t.input for t in train]).T).toarray()[
+        0
+    ]
+    assert sims[prompts[0].demos[-1]] >= sims[prompts[0].demos[0]]

@@ -1,0 +1,58 @@
+"""The pipeline in-process on the tiny model: k-sweeps, recorded demonstrations, reuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reprlab.schemas import JobSpec
+from reprlab.server.storage import ArtifactStore
+from reprlab.worker.pipeline import NullReporter, PipelineOutput, run_pipeline
+
+
+def _run(
+    spec: dict[str, Any], store: ArtifactStore, model_dir: Path
+) -> tuple[PipelineOutput, dict[str, str]]:
+    reporter = NullReporter()
+    out = run_pipeline(JobSpec.model_validate(spec), store=store, model_cache=model_dir.parent,
+                       reporter=reporter, model_roots=[model_dir.parent])  # fmt: skip
+    return out, {s.name: s.outcome for s in reporter.stages}
+
+
+def _spec(model_dir: Path, **kw: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"name": str(model_dir), "device": "cpu"},
+        "dataset": {"name": "sentiment", "n_eval": 30, "n_train": 12, "seed": 2},
+        "conditions": [{"name": "icl", "k": [0, 3], "seed": 4}],
+        "extraction": {"layers": [1, -1]},
+        "metrics": [{"name": "id_twonn"}],
+    }
+    spec.update(kw)
+    return spec
+
+
+def test_k_sweep_gives_one_result_per_k_with_its_demonstrations(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out, stages = _run(_spec(tiny_model_dir), ArtifactStore(str(tmp_path)), tiny_model_dir)
+    zero, three = out.results.conditions
+    assert (zero.name, zero.k, three.name, three.k) == ("icl.k0", 0, "icl.k3", 3)
+    assert zero.demos == [[]] * 30
+    assert len(three.demos) == 30 and all(len(set(d)) == 3 for d in three.demos)
+    assert all(0 <= j < 12 for d in three.demos for j in d)
+    assert three.selection == "random" and three.layers == [1, 4]
+    assert {"extract:icl.k0", "extract:icl.k3"} <= set(stages)
+
+
+def test_changing_only_a_metric_parameter_runs_no_forward_pass(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    store = ArtifactStore(str(tmp_path))
+    first, stages = _run(_spec(tiny_model_dir), store, tiny_model_dir)
+    assert stages["extract:icl.k3"] == "done" and "load-model" in stages
+    spec = _spec(tiny_model_dir, metrics=[{"name": "id_twonn", "discard_fraction": 0.2}])
+    second, stages = _run(spec, store, tiny_model_dir)
+    assert stages["extract:icl.k0"] == stages["extract:icl.k3"] == "cached"
+    assert "load-model" not in stages
+    a, b = first.results.conditions[1].curves[0], second.results.conditions[1].curves[0]
+    assert a.params != b.params and a.values != b.values
