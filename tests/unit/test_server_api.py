@@ -192,7 +192,8 @@ def test_create_get_list_jobs(api: Api) -> None:
     assert job["status"] == "queued" and job["owner"] == "alice" and job["name"] == "api test"
     assert api.queue.ids == [job["id"]]
     assert job["spec"]["conditions"][1] == {
-        "paradigm": "icl", "name": "icl-5", "k": 5, "selection": "random", "seed": 0,
+        "paradigm": "icl", "name": "icl-5", "k": 5, "selection": "random",
+        "group_by": "subject", "seed": 0,
     }  # fmt: skip
     got = api.client.get(f"/v1/jobs/{job['id']}", headers=api.alice)
     assert got.status_code == 200 and got.json() == job
