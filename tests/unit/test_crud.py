@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
-from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reprlab.schemas.jobs import JobError, JobStatus, Progress, StageRecord
@@ -21,42 +18,16 @@ from reprlab.server.auth import key_from_headers
 from reprlab.server.db import init_db, make_engine, session_factory
 from reprlab.server.models import ApiKeyRow
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-
-def _pg_unreachable() -> str | None:
-    try:
-        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=3)
-    except psycopg.Error as exc:
-        return f"PostgreSQL at 127.0.0.1:5432 (database test) is unreachable: {exc}"
-    return None
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    """A fresh, empty job database: a SQLite file, or a new PostgreSQL schema dropped after."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'jobs.db'}")
-        init_db(engine)
-        yield session_factory(engine)
-        engine.dispose()
-        return
-    reason = _pg_unreachable()
-    if reason:
-        pytest.skip(reason)
-    schema = f"crud_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = make_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
+@pytest.fixture()
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A fresh, empty job database on SQLite or PostgreSQL (see `database_url`)."""
+    engine = make_engine(database_url)
     try:
         init_db(engine)
         yield session_factory(engine)
     finally:
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def _spec(name: str = "crud test") -> JobSpec:

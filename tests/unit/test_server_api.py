@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reprlab.schemas.jobs import JobStatus
@@ -35,7 +34,6 @@ from reprlab.server.config import Settings
 from reprlab.server.queue import QUEUE, RUN_JOB_TASK, CeleryQueue, QueueUnavailable
 from reprlab.server.storage import ArtifactStore
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -81,35 +79,6 @@ class Api:
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
-
-
-def _pg_unreachable() -> str | None:
-    try:
-        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=3)
-    except psycopg.Error as exc:
-        return f"PostgreSQL at 127.0.0.1:5432 (database test) is unreachable: {exc}"
-    return None
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file in tmp, or a fresh PostgreSQL schema dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'reprlab.db'}"
-        return
-    reason = _pg_unreachable()
-    if reason:
-        pytest.skip(reason)
-    schema = f"api_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def _settings(tmp_path: Path, database_url: str, broker_url: str = REDIS_URL) -> Settings:

@@ -1,0 +1,42 @@
+"""Fixtures shared by the unit tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _pg_unreachable() -> str | None:
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=3)
+    except psycopg.Error as exc:
+        return f"PostgreSQL at 127.0.0.1:5432 (database test) is unreachable: {exc}"
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file in tmp, or a fresh PostgreSQL schema dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'reprlab.db'}"
+        return
+    reason = _pg_unreachable()
+    if reason:
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
