@@ -48,6 +48,13 @@ class Transport:
         base = min(self.max_backoff, self.backoff * 2**attempt)
         return base * (0.5 + random.random() / 2)
 
+    def _wait_to_retry(self, allowed: bool, attempt: int, response: httpx.Response | None) -> bool:
+        """Sleep before the next attempt and return True, if another attempt is allowed."""
+        if not allowed or attempt >= self.max_retries:
+            return False
+        time.sleep(self._delay(attempt, response))
+        return True
+
     def request(
         self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None, stream: bool = False,
@@ -66,8 +73,7 @@ class Transport:
                 response = self._http.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # The request never reached the server: safe to retry even a job creation.
-                if attempt < self.max_retries:
-                    time.sleep(self._delay(attempt, None))
+                if self._wait_to_retry(True, attempt, None):
                     attempt += 1
                     continue
                 raise APIConnectionError(
@@ -75,14 +81,12 @@ class Transport:
                     "Start it with `reprlab up` or set REPRLAB_URL"
                 ) from exc
             except httpx.TimeoutException as exc:
-                if safe and attempt < self.max_retries:
-                    time.sleep(self._delay(attempt, None))
+                if self._wait_to_retry(safe, attempt, None):
                     attempt += 1
                     continue
                 raise APITimeoutError(f"{method} {path} timed out: {exc}") from exc
             except httpx.TransportError as exc:
-                if safe and attempt < self.max_retries:
-                    time.sleep(self._delay(attempt, None))
+                if self._wait_to_retry(safe, attempt, None):
                     attempt += 1
                     continue
                 raise APIConnectionError(f"{method} {path} failed: {exc}") from exc
@@ -90,8 +94,9 @@ class Transport:
                 return response
             if stream:
                 response.read()
-            if safe and response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                time.sleep(self._delay(attempt, response))
+            if response.status_code in RETRY_STATUSES and self._wait_to_retry(
+                safe, attempt, response
+            ):
                 attempt += 1
                 continue
             raise status_error(response)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -36,6 +38,16 @@ def _client() -> Any:
     from reprlab.client import Client
 
     return Client()
+
+
+@contextmanager
+def _api() -> Iterator[Any]:
+    """An SDK client whose errors end the command with one message instead of a traceback."""
+    try:
+        with _client() as client:
+            yield client
+    except ClientError as exc:
+        _fail(str(exc))
 
 
 def _settings() -> Any:
@@ -211,28 +223,22 @@ def submit(
     """Submit a job spec."""
     data = _spec_dict(spec)
     _validate(data, spec)
-    try:
-        with _client() as client:
-            job = client.jobs.create(data)
-            out.print(f"submitted job [bold]{job.id}[/bold]")
-            if wait:
-                client.jobs.wait(job.id)
-                results = client.jobs.results(job.id)
-                _print_results(results, None)
-                for p in _write_plots(results, out_dir or Path("reprlab-out") / job.id):
-                    out.print(f"plot: {p}")
-    except ClientError as exc:
-        _fail(str(exc))
+    with _api() as client:
+        job = client.jobs.create(data)
+        out.print(f"submitted job [bold]{job.id}[/bold]")
+        if wait:
+            client.jobs.wait(job.id)
+            results = client.jobs.results(job.id)
+            _print_results(results, None)
+            for p in _write_plots(results, out_dir or Path("reprlab-out") / job.id):
+                out.print(f"plot: {p}")
 
 
 @app.command()
 def status(job_id: str) -> None:
     """A job's status, progress and stage log."""
-    try:
-        with _client() as client:
-            job = client.jobs.get(job_id)
-    except ClientError as exc:
-        _fail(str(exc))
+    with _api() as client:
+        job = client.jobs.get(job_id)
     out.print(f"job {job.id} [bold]{job.status.value}[/bold] ({job.owner}) {job.name or ''}")
     p = job.progress
     out.print(f"  progress: {p.stage} {p.fraction:.0%} {p.message}")
@@ -265,11 +271,8 @@ def list_(
 @app.command()
 def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
-    try:
-        with _client() as client:
-            job = client.jobs.cancel(job_id)
-    except ClientError as exc:
-        _fail(str(exc))
+    with _api() as client:
+        job = client.jobs.cancel(job_id)
     out.print(f"job {job.id}: {job.status.value}")
 
 
@@ -281,11 +284,8 @@ def results(
     plot_dir: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots here.")] = None,
 ) -> None:
     """A finished job's per-layer tables (or raw JSON)."""
-    try:
-        with _client() as client:
-            res = client.jobs.results(job_id)
-    except ClientError as exc:
-        _fail(str(exc))
+    with _api() as client:
+        res = client.jobs.results(job_id)
     if as_json:
         print(res.model_dump_json(indent=1))
         return
@@ -302,11 +302,8 @@ def download(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Destination.")] = None,
 ) -> None:
     """Download an artifact of a job."""
-    try:
-        with _client() as client:
-            path = client.jobs.download_artifact(job_id, name, output or Path(name).name)
-    except ClientError as exc:
-        _fail(str(exc))
+    with _api() as client:
+        path = client.jobs.download_artifact(job_id, name, output or Path(name).name)
     out.print(str(path))
 
 

@@ -7,21 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reprlab.schemas import JobSpec
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker.errors import JobCancelled, SpecError
 from reprlab.worker.evaluate import score_options
 from reprlab.worker.pipeline import NullReporter, run_pipeline
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> tuple[torch.nn.Module, object]:
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    return model, tok
 
 
 def _by_hand(model: torch.nn.Module, tok: object, context: str, continuation: str) -> float:

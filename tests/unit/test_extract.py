@@ -9,7 +9,7 @@ import pytest
 import safetensors
 import safetensors.numpy
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from reprlab.schemas import ExtractionSpec
 from reprlab.worker.errors import ExtractionError, JobCancelled, SpecError
@@ -23,14 +23,6 @@ PROMPTS = [
     "What is 345 + 78? A. 423 B. 413",
     "Tent with flimsy zips; 10/10 would not buy again (seriously).",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    return model, tokenizer
 
 
 def _hf_hidden_states(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompt: str):
