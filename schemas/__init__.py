@@ -10,7 +10,9 @@ from reprlab.schemas.results import (
 )
 from reprlab.schemas.specs import (
     BuiltinDataset,
+    ConcreteCondition,
     Condition,
+    CosineComparison,
     DatasetSpec,
     ExtractionSpec,
     GrideMetric,
@@ -19,16 +21,20 @@ from reprlab.schemas.specs import (
     Item,
     JobSpec,
     JsonlDataset,
+    LoraSpec,
     MetricSpec,
     ModelRef,
     PromptSpec,
+    SFTCondition,
     TwoNNMetric,
 )
 
 __all__ = [
     "BehaviourResult",
     "BuiltinDataset",
+    "ConcreteCondition",
     "Condition",
+    "CosineComparison",
     "ConditionResult",
     "DatasetSpec",
     "ExtractionSpec",
@@ -44,11 +50,13 @@ __all__ = [
     "JobStatus",
     "JsonlDataset",
     "LayerCurve",
+    "LoraSpec",
     "MetricSpec",
     "ModelInfo",
     "ModelRef",
     "Progress",
     "PromptSpec",
+    "SFTCondition",
     "StageRecord",
     "TwoNNMetric",
 ]

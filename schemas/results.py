@@ -20,6 +20,10 @@ class LayerCurve(ResponseModel):
     errors: list[float | None] | None = Field(
         default=None, description="Standard error per layer where the estimator gives one."
     )
+    spread: list[float | None] | None = Field(
+        default=None,
+        description="In aggregates over seeds: the sample standard deviation per layer.",
+    )
     summary: dict[str, float | None] = Field(
         default_factory=dict,
         description="Scalars over layers, e.g. 'auc': normalised area under the curve.",
@@ -47,7 +51,11 @@ class ConditionResult(ResponseModel):
     """Everything measured for one condition."""
 
     name: str = Field(description="Condition name from the spec.")
-    paradigm: str = Field(description="'icl', ...")
+    group: str | None = Field(
+        default=None,
+        description="The spec condition this result belongs to (a sweep has several results).",
+    )
+    paradigm: str = Field(description="'icl' or 'sft'.")
     n_items: int = Field(description="Number of query items analysed.")
     layers: list[int] = Field(description="Layer indices that were extracted.")
     duplicates: list[int] = Field(
@@ -62,7 +70,22 @@ class ConditionResult(ResponseModel):
         default=None, description="Mean prompt length in tokens."
     )
     k: int | None = Field(default=None, description="Demonstrations per query (ICL).")
+    seed: int | None = Field(default=None, description="Seed of sampling / training.")
     selection: str | None = Field(default=None, description="How demonstrations were chosen.")
+    step: int | None = Field(
+        default=None, description="SFT: the optimiser step of the analysed weights (0 = base)."
+    )
+    train_losses: list[float] | None = Field(
+        default=None, description="SFT: the training loss of each step up to `step`."
+    )
+    adapter_artifact: str | None = Field(
+        default=None,
+        description="SFT: artifact name of the checkpoint (LoRA adapter or full weights).",
+    )
+    trained_on: list[int] | None = Field(
+        default=None,
+        description="SFT on demonstrations: the training-pool indices it was tuned on.",
+    )
     demos: list[list[int]] = Field(
         default_factory=list,
         description="Per query item, the training-pool indices of its demonstrations, in order.",
@@ -86,6 +109,41 @@ class ConditionResult(ResponseModel):
         raise KeyError(f"condition {self.name!r} has no curve for metric {metric!r}")
 
 
+class AccuracySummary(ResponseModel):
+    """Accuracy over seeds."""
+
+    mean: float = Field(description="Mean accuracy over the members.")
+    std: float = Field(description="Sample standard deviation over the members.")
+    values: list[float] = Field(description="Each member's accuracy, in member order.")
+
+
+class AggregateResult(ResponseModel):
+    """Mean and spread over the seeds of one condition (same k, same step)."""
+
+    name: str = Field(description="Name of the members without their '.s<seed>' part.")
+    group: str = Field(description="The spec condition.")
+    members: list[str] = Field(description="Names of the results aggregated (one per seed).")
+    k: int | None = Field(default=None, description="k shared by the members.")
+    step: int | None = Field(default=None, description="SFT step shared by the members.")
+    curves: list[LayerCurve] = Field(
+        default_factory=list, description="Per metric: mean per layer, `spread` the std."
+    )
+    accuracy: AccuracySummary | None = Field(default=None, description="Accuracy over seeds.")
+
+
+class ComparisonResult(ResponseModel):
+    """A cross-condition comparison per layer, e.g. ICL vs IT cosine similarity."""
+
+    metric: str = Field(description="'cosine': mean over queries of cos(h_a, h_b), per layer.")
+    a: str = Field(description="First spec condition.")
+    b: str = Field(description="Second spec condition.")
+    k: int | None = Field(default=None, description="The swept k of these pairs, if any.")
+    layers: list[int] = Field(description="Layer indices.")
+    mean: list[float] = Field(description="Mean over pairs (seeds) per layer.")
+    std: list[float] = Field(description="Sample standard deviation over pairs per layer.")
+    pairs: list[list[str]] = Field(description="The result names compared, [a, b] each.")
+
+
 class ModelInfo(ResponseModel):
     """What was actually loaded."""
 
@@ -103,6 +161,12 @@ class JobResults(ResponseModel):
     job_id: str = Field(description="Job id.")
     model: ModelInfo = Field(description="The model that was analysed.")
     conditions: list[ConditionResult] = Field(description="One entry per condition, spec order.")
+    aggregates: list[AggregateResult] = Field(
+        default_factory=list, description="Mean and spread over seeds, per seed-swept condition."
+    )
+    comparisons: list[ComparisonResult] = Field(
+        default_factory=list, description="Cross-condition comparisons asked for in the spec."
+    )
     artifacts: list[str] = Field(
         default_factory=list, description="Names of downloadable artifacts of this job."
     )

@@ -6,9 +6,9 @@ field instead of a silently ignored option.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 from reprlab.schemas._base import StrictModel
 
@@ -156,50 +156,73 @@ class PromptSpec(StrictModel):
     )
 
 
-class ICLCondition(StrictModel):
-    """In-context learning with k demonstrations (k=0 is zero-shot), on the base model."""
+def _int_or_list(name: str, v: int | list[int], lo: int, hi: int) -> int | list[int]:
+    values = v if isinstance(v, list) else [v]
+    if isinstance(v, list) and not 1 <= len(v) <= 32:
+        raise ValueError(f"a {name} list has 1 to 32 values")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} lists the same value twice")
+    bad = [x for x in values if not lo <= x <= hi]
+    if bad:
+        raise ValueError(f"{name} must be between {lo} and {hi}; got {bad[0]}")
+    return v
 
-    paradigm: Literal["icl"] = Field(default="icl", description="Condition kind.")
+
+class _Sweepable(StrictModel):
+    """A condition whose `k` and `seed` may be lists: one concrete condition per combination."""
+
     name: str = Field(description="Unique name of this condition in the job.", pattern=NAME_PATTERN)
-    k: int | list[int] = Field(
-        default=0,
-        description=(
-            "Demonstrations per query (0..256), or a list for a k-sweep: each k becomes its own "
-            "result named '<name>.k<k>' (e.g. [0, 1, 2, 5, 10])."
-        ),
-    )
-    selection: Literal["random", "fixed_per_group", "similar"] = Field(
-        default="random",
-        description=(
-            "'random': k sampled per query from the pool (seeded); 'fixed_per_group': one fixed "
-            "set of k per value of the query's `group_by` label, drawn from training items with "
-            "the same value, shown in a per-query shuffled order (Doimo et al.); 'similar': the k "
-            "training inputs most similar to the query (TF-IDF cosine), the most similar last."
-        ),
-    )
-    group_by: str = Field(
-        default="subject", description="Label field that defines groups for fixed_per_group."
-    )
-    seed: int = Field(default=0, ge=0, description="Seed of the per-query demonstration sampling.")
+    k: int | list[int] = 0
+    seed: int | list[int] = 0
 
     @field_validator("k")
     @classmethod
     def _k_range(cls, v: int | list[int]) -> int | list[int]:
-        ks = v if isinstance(v, list) else [v]
-        if isinstance(v, list) and not 1 <= len(v) <= 32:
-            raise ValueError("a k-sweep lists 1 to 32 values")
-        if len(set(ks)) != len(ks):
-            raise ValueError("k lists the same value twice")
-        bad = [k for k in ks if not 0 <= k <= 256]
-        if bad:
-            raise ValueError(f"k must be between 0 and 256; got {bad[0]}")
-        return v
+        return _int_or_list("k", v, 0, 256)
 
-    def expand(self) -> list[ICLCondition]:
-        """One condition per k (a single k is returned as is)."""
-        if isinstance(self.k, int):
-            return [self]
-        return [self.model_copy(update={"k": k, "name": f"{self.name}.k{k}"}) for k in self.k]
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int | list[int]) -> int | list[int]:
+        return _int_or_list("seed", v, 0, 2**31 - 1)
+
+    def expand(self) -> list[Self]:
+        """One concrete condition per (k, seed); a list adds '.k<k>' / '.s<seed>' to the name.
+
+        A concrete condition keeps `group`: the spec name it came from.
+        """
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        seeds = self.seed if isinstance(self.seed, list) else [self.seed]
+        out = []
+        for k in ks:
+            for seed in seeds:
+                name = self.name
+                name += f".k{k}" if isinstance(self.k, list) else ""
+                name += f".s{seed}" if isinstance(self.seed, list) else ""
+                one = self.model_copy(update={"k": k, "seed": seed, "name": name})
+                one._group = self.name
+                one._swept = {
+                    dim: value
+                    for dim, value, listed in (
+                        ("k", k, isinstance(self.k, list)),
+                        ("seed", seed, isinstance(self.seed, list)),
+                    )
+                    if listed
+                }
+                out.append(one)
+        return out
+
+    _group: str | None = PrivateAttr(default=None)
+    _swept: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """The spec condition this concrete condition was expanded from."""
+        return self._group or self.name
+
+    @property
+    def swept(self) -> dict[str, int]:
+        """The swept dimensions ('k', 'seed') and their values for this concrete condition."""
+        return dict(self._swept)
 
     @property
     def k_value(self) -> int:
@@ -208,8 +231,168 @@ class ICLCondition(StrictModel):
             raise TypeError("expand() a k-sweep before reading a single k")
         return self.k
 
+    @property
+    def seed_value(self) -> int:
+        """seed of an expanded condition."""
+        if isinstance(self.seed, list):
+            raise TypeError("expand() a seed list before reading a single seed")
+        return self.seed
 
-Condition = ICLCondition
+
+Selection = Literal["random", "fixed", "fixed_per_group", "similar"]
+
+_SELECTION_HELP = (
+    "'random': k sampled per query from the pool (seeded); 'fixed': one set of k drawn once "
+    "(seeded) and shown to every query (Duan et al.); 'fixed_per_group': one fixed set of k "
+    "per value of the query's `group_by` label, drawn from training items with the same value, "
+    "shown in a per-query shuffled order (Doimo et al.); 'similar': the k training inputs most "
+    "similar to the query (TF-IDF cosine), the most similar last."
+)
+
+
+class ICLCondition(_Sweepable):
+    """In-context learning with k demonstrations (k=0 is zero-shot), on the base model."""
+
+    paradigm: Literal["icl"] = Field(default="icl", description="Condition kind.")
+    k: int | list[int] = Field(
+        default=0,
+        description=(
+            "Demonstrations per query (0..256), or a list for a k-sweep: each k becomes its own "
+            "result named '<name>.k<k>' (e.g. [0, 1, 2, 5, 10])."
+        ),
+    )
+    selection: Selection = Field(default="random", description=_SELECTION_HELP)
+    group_by: str = Field(
+        default="subject", description="Label field that defines groups for fixed_per_group."
+    )
+    seed: int | list[int] = Field(
+        default=0,
+        description=(
+            "Seed of the demonstration sampling, or a list: each seed becomes its own result "
+            "'<name>.s<seed>' and the results add their mean and standard deviation."
+        ),
+    )
+
+
+class LoraSpec(StrictModel):
+    """LoRA adapter shape (peft). Defaults are Janapati & Ji's."""
+
+    r: int = Field(default=64, ge=1, le=1024, description="Rank of the update.")
+    alpha: int = Field(default=16, ge=1, description="Scaling numerator (lora_alpha).")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description=(
+            "Module names to adapt, e.g. ['q_proj','k_proj','v_proj','o_proj'] (study 1), or "
+            "'all-linear' (every linear projection but the LM head; study 2)."
+        ),
+    )
+
+
+class SFTCondition(_Sweepable):
+    """Supervised fine-tuning, then zero-shot analysis of the tuned model (and checkpoints)."""
+
+    paradigm: Literal["sft"] = Field(description="Condition kind.")
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="'lora' (peft adapters) or 'full' (every weight)."
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA shape (method 'lora').")
+    train_on: Literal["train", "demos"] = Field(
+        default="train",
+        description=(
+            "'train': the dataset's training split. 'demos': only the k demonstrations an ICL "
+            "condition with selection 'fixed' and the same seed shows (Duan et al.'s IT)."
+        ),
+    )
+    k: int | list[int] = Field(
+        default=0,
+        description="With train_on='demos': how many demonstrations to train on (or a list).",
+    )
+    seed: int | list[int] = Field(
+        default=0,
+        description=(
+            "Seed of initialisation, data order and dropout (and of the demonstrations with "
+            "train_on='demos'); a list trains once per seed and reports mean and spread."
+        ),
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="Optimiser.")
+    learning_rate: float = Field(default=1e-4, gt=0, le=1.0, description="Peak learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="Weight decay.")
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        default="linear", description="Learning-rate schedule after the warm-up."
+    )
+    warmup_ratio: float = Field(
+        default=0.1, ge=0.0, le=0.5, description="Fraction of the steps spent warming up."
+    )
+    epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the training items.")
+    steps: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Optimiser steps; overrides epochs."
+    )
+    batch_size: int = Field(default=16, ge=1, le=4096, description="Items per optimiser step.")
+    max_length: int = Field(
+        default=512,
+        ge=8,
+        le=131_072,
+        description="Longest training text in tokens; longer is an error.",
+    )
+    loss: Literal["answer", "full"] = Field(
+        default="answer",
+        description="'answer': loss on the target tokens only; 'full': on the whole text.",
+    )
+    checkpoints: list[int] = Field(
+        default_factory=list,
+        description=(
+            "Optimiser steps to analyse besides the final model (0 = the base model): each "
+            "becomes its own result '<name>.step<N>', so metrics can be plotted over training."
+        ),
+        max_length=64,
+    )
+    save_every: int = Field(
+        default=50,
+        ge=1,
+        description="Steps between resumable training states (a killed worker restarts there).",
+    )
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints_sorted(cls, v: list[int]) -> list[int]:
+        if any(s < 0 for s in v):
+            raise ValueError("checkpoint steps must be >= 0")
+        if len(set(v)) != len(v):
+            raise ValueError("checkpoints lists the same step twice")
+        return sorted(v)
+
+    @model_validator(mode="after")
+    def _k_only_for_demos(self) -> SFTCondition:
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        if self.train_on == "demos" and 0 in ks:
+            raise ValueError("train_on='demos' needs k >= 1 demonstrations to train on")
+        if self.train_on == "train" and ks != [0]:
+            raise ValueError("k applies to train_on='demos' only; leave it out for 'train'")
+        return self
+
+    def training_recipe(self) -> dict[str, Any]:
+        """Every field that changes the trained weights (the content key of the adapters)."""
+        return self.model_dump(
+            exclude={"name", "paradigm", "checkpoints", "save_every", "seed", "k"}
+        ) | {"seed": self.seed_value, "k": self.k_value}
+
+
+def _condition_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("paradigm", "icl"))
+    return str(getattr(value, "paradigm", "icl"))
+
+
+Condition = Annotated[
+    Annotated[ICLCondition, Tag("icl")] | Annotated[SFTCondition, Tag("sft")],
+    Discriminator(
+        _condition_kind,
+        custom_error_type="invalid_paradigm",
+        custom_error_message="paradigm must be one of 'icl', 'sft'",
+    ),
+]
+ConcreteCondition = ICLCondition | SFTCondition
 
 
 class ExtractionSpec(StrictModel):
@@ -292,6 +475,19 @@ class GrideMetric(StrictModel):
 MetricSpec = Annotated[TwoNNMetric | GrideMetric, Field(discriminator="name")]
 
 
+class CosineComparison(StrictModel):
+    """Per layer, the cosine similarity of two conditions' states of the same query (Duan et al.).
+
+    `a` and `b` name spec conditions; their concrete conditions are paired on the dimensions
+    both sweep (k, seed), and a condition that sweeps nothing (e.g. the anchor, k=0) pairs with
+    every member of the other. Reported per k, as mean and standard deviation over seeds.
+    """
+
+    metric: Literal["cosine"] = Field(default="cosine", description="Comparison id.")
+    a: str = Field(description="First condition (spec name).", pattern=NAME_PATTERN)
+    b: str = Field(description="Second condition (spec name).", pattern=NAME_PATTERN)
+
+
 def _default_metrics() -> list[MetricSpec]:
     return [TwoNNMetric()]
 
@@ -312,7 +508,12 @@ class JobSpec(StrictModel):
     )
     metrics: list[MetricSpec] = Field(
         default_factory=_default_metrics,
-        description="Metrics computed per condition and layer.",
+        description="Metrics computed per condition and layer (may be empty).",
+        max_length=32,
+    )
+    comparisons: list[CosineComparison] = Field(
+        default_factory=list,
+        description="Cross-condition comparisons, e.g. ICL vs IT cosine similarity per layer.",
         max_length=32,
     )
     accuracy: bool = Field(
@@ -330,6 +531,14 @@ class JobSpec(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"condition names must be unique; repeated: {', '.join(dupes)}")
+        spec_names = {c.name for c in self.conditions}
+        for comp in self.comparisons:
+            for side in (comp.a, comp.b):
+                if side not in spec_names:
+                    raise ValueError(
+                        f"comparison {comp.a!r} vs {comp.b!r} names no condition {side!r}; "
+                        f"conditions are {sorted(spec_names)}"
+                    )
         metric_ids = [m.name for m in self.metrics]
         if len(set(metric_ids)) != len(metric_ids):
             raise ValueError("each metric may be listed once")

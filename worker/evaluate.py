@@ -39,7 +39,9 @@ class BehaviourScores:
     loglik: list[list[float]]  # per item, per option
 
 
-def _split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def split_continuation(
+    tokenizer: Any, context: str, continuation: str
+) -> tuple[list[int], list[int]]:
     """Token ids of context and continuation such that their concatenation encodes both.
 
     The whole text is encoded once and cut where the context's own encoding ends, so a token
@@ -89,7 +91,7 @@ def score_options(
         raise SpecError("accuracy needs a closed set of label options; this dataset has none")
     if len(gold) != len(prompts) or any(not 0 <= g < len(options) for g in gold):
         raise SpecError("every item's output must be one of the dataset's options")
-    pairs = [_split(tokenizer, p, delimiter + o) for p in prompts for o in options]
+    pairs = [split_continuation(tokenizer, p, delimiter + o) for p in prompts for o in options]
     skip = [
         _delimiter_tokens(tokenizer, p, delimiter, pairs[i * len(options) + j])
         for i, p in enumerate(prompts)

@@ -6,35 +6,55 @@ Plain functions with explicit arguments: the Celery task and `reprlab run --loca
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
+from safetensors.torch import load as st_load
 
 from reprlab.schemas.jobs import StageRecord
 from reprlab.schemas.results import (
     BehaviourResult,
+    ComparisonResult,
     ConditionResult,
     JobResults,
     LayerCurve,
     ModelInfo,
 )
-from reprlab.schemas.specs import Condition, JobSpec
+from reprlab.schemas.specs import ConcreteCondition, ICLCondition, JobSpec, SFTCondition
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker import store as keys
+from reprlab.worker.aggregate import Member, cosine_comparisons, seed_aggregates
 from reprlab.worker.data import Dataset, load_dataset
-from reprlab.worker.errors import JobCancelled
+from reprlab.worker.errors import JobCancelled, SpecError
 from reprlab.worker.evaluate import SCORING_VERSION, score_options
 from reprlab.worker.extract import Activations, extract_activations
+from reprlab.worker.finetune import (
+    TRAINING_VERSION,
+    Trainee,
+    checkpoint_metadata,
+    make_trainee,
+    tokenize_training,
+    total_steps,
+    train,
+)
 from reprlab.worker.metrics import MetricOutput, compute_layer_metrics, normalised_auc
-from reprlab.worker.models import LoadedModel, ModelCache, ResolvedModel, resolve_model
-from reprlab.worker.prompts import build_prompts, target_delimiter
+from reprlab.worker.models import (
+    LoadedModel,
+    ModelCache,
+    ResolvedModel,
+    load_model,
+    resolve_model,
+)
+from reprlab.worker.prompts import build_prompts, fixed_demos, target_delimiter, training_texts
 
 # Share of the progress bar each phase takes; extraction dominates on real models.
 _EXTRACT_SHARE = 0.75
@@ -78,9 +98,10 @@ class _Context:
     model_roots: Sequence[Path]
     artifacts: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
-    demos: dict[str, list[list[int]]] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
     _loaded: LoadedModel | None = None
+    _trainee: tuple[str, Trainee] | None = None
+    _trainee_weights: str | None = None
 
     def model(self) -> LoadedModel:
         """The loaded model, loaded on first use (a fully cached job never loads it)."""
@@ -91,6 +112,30 @@ class _Context:
                 )
                 rec.detail = f"{self._loaded.info.resolved} on {self._loaded.info.device}"
         return self._loaded
+
+    def trainee(self, cond: SFTCondition, recipe_key: str, *, for_training: bool) -> Trainee:
+        """A private copy of the model wrapped for `cond` (one held at a time)."""
+        held = self._trainee
+        if held is not None and held[0] == recipe_key:
+            if not for_training or held[1].optimizer is not None:
+                return held[1]
+        self._trainee = self._trainee_weights = None
+        gc.collect()
+        with _stage(self.reporter, f"load-model:{cond.name}") as rec:
+            trainee = make_trainee(
+                load_model(self.resolved, self.spec.model), cond, for_training=for_training
+            )
+            rec.detail = f"private copy for {cond.method} fine-tuning"
+        self._trainee = (recipe_key, trainee)
+        return trainee
+
+    def tuned(self, cond: SFTCondition, recipe_key: str, checkpoint: str) -> LoadedModel:
+        """The model of `cond` with the weights of a stored checkpoint."""
+        trainee = self.trainee(cond, recipe_key, for_training=False)
+        if self._trainee_weights != checkpoint:
+            trainee.load_trainable(st_load(self.store.get_bytes(checkpoint)))
+            self._trainee_weights = checkpoint
+        return trainee.loaded
 
     def check_stop(self) -> None:
         if self.reporter.should_stop():
@@ -169,56 +214,192 @@ def run_pipeline(
         model_cache=model_cache,
         model_roots=model_roots,
     )
-    activations = _extract_all(ctx, dataset)
-    conditions = _metrics_all(ctx, activations)
+    units = _extract_all(ctx, dataset)
+    conditions = _metrics_all(ctx, units)
     info = _model_info(ctx)
-    results = JobResults(job_id=job_id, model=info, conditions=conditions)
+    results = JobResults(
+        job_id=job_id,
+        model=info,
+        conditions=conditions,
+        aggregates=seed_aggregates(conditions),
+        comparisons=_comparisons(ctx, units),
+    )
     _write_report(ctx, results, job_id)
     reporter.progress("done", 1.0, "finished")
     return PipelineOutput(results=results, artifact_keys=dict(ctx.artifacts))
 
 
-def _extract_all(ctx: _Context, dataset: Dataset) -> dict[str, tuple[Activations, float]]:
-    """Activations (and mean prompt length) per condition, reusing stored ones."""
-    out: dict[str, tuple[Activations, float]] = {}
+@dataclass
+class _Unit:
+    """One analysed point: a concrete condition at one set of weights (one result)."""
+
+    name: str
+    condition: ConcreteCondition
+    prompts: list[str]
+    demos: list[list[int]]
+    model_fp: str
+    model: Callable[[], LoadedModel]
+    step: int | None = None
+    losses: list[float] | None = None
+    trained_on: list[int] | None = None
+    acts: Activations | None = None
+
+
+def _conditions(spec: JobSpec) -> list[ConcreteCondition]:
+    """The spec's conditions with every k-sweep and seed list expanded."""
+    return [one for condition in spec.conditions for one in condition.expand()]
+
+
+def _extract_all(ctx: _Context, dataset: Dataset) -> list[_Unit]:
+    """Every analysed point with its activations (and accuracy), reusing stored work."""
+    units: list[_Unit] = []
     conditions = _conditions(ctx.spec)
     n = len(conditions)
     for i, condition in enumerate(conditions):
         ctx.check_stop()
         base = 0.05 + _EXTRACT_SHARE * i / n
-        ctx.reporter.progress(f"extract:{condition.name}", base, "building prompts")
-        built = build_prompts(dataset, condition, ctx.spec.prompt)
-        ctx.demos[condition.name] = [list(p.demos) for p in built]
-        prompts = [p.text for p in built]
-        acts = _extract_condition(ctx, prompts, condition, base, _EXTRACT_SHARE / n)
-        out[condition.name] = (acts, sum(acts.n_tokens) / max(len(acts.n_tokens), 1))
-        if ctx.spec.accuracy:
-            _behaviour_condition(ctx, dataset, prompts, condition)
-    return out
+        share = _EXTRACT_SHARE / n
+        if isinstance(condition, SFTCondition):
+            points = _train(ctx, dataset, condition, base, share / 2)
+            base, share = base + share / 2, share / 2
+        else:
+            built = build_prompts(dataset, condition, ctx.spec.prompt)
+            points = [
+                _Unit(
+                    name=condition.name, condition=condition, prompts=[p.text for p in built],
+                    demos=[list(p.demos) for p in built], model_fp=ctx.resolved.fingerprint,
+                    model=ctx.model,
+                )
+            ]  # fmt: skip
+        for j, unit in enumerate(points):
+            ctx.check_stop()
+            unit.acts = _extract_unit(
+                ctx, unit, base + share * j / len(points), share / len(points)
+            )
+            if ctx.spec.accuracy:
+                _behaviour_unit(ctx, dataset, unit)
+        units += points
+    return units
 
 
-def _conditions(spec: JobSpec) -> list[Condition]:
-    """The spec's conditions with every k-sweep expanded into one condition per k."""
-    return [one for condition in spec.conditions for one in condition.expand()]
+def _train(
+    ctx: _Context, dataset: Dataset, cond: SFTCondition, base: float, share: float
+) -> list[_Unit]:
+    """Fine-tune (or find the stored checkpoints of) one SFT condition; one unit per step."""
+    if cond.train_on == "train":
+        indices: Sequence[int] = range(len(dataset.train))
+    else:
+        indices = fixed_demos(dataset, cond.k_value, cond.seed_value)
+    pairs = training_texts(dataset, indices, ctx.spec.prompt)
+    total = total_steps(len(pairs), cond)
+    late = [s for s in cond.checkpoints if s > total]
+    if late:
+        raise SpecError(
+            f"condition '{cond.name}' asks for checkpoint step {late[0]} but trains for "
+            f"{total} steps ({len(pairs)} items, batch {cond.batch_size})",
+            hint="list steps up to the total, or raise epochs/steps",
+        )
+    recipe_key = keys.digest({
+        "v": keys.KEY_VERSION, "training": TRAINING_VERSION, "model": ctx.resolved.fingerprint,
+        "dtype": ctx.spec.model.dtype, "texts": keys.digest(pairs),
+        "recipe": cond.training_recipe(), "total": total,
+    })  # fmt: skip
+    steps = sorted({*cond.checkpoints, total})
+
+    def ckpt_key(step: int) -> str:
+        return f"adapters/{recipe_key}/step-{step}.safetensors"
+
+    stage = f"train:{cond.name}"
+    missing = [s for s in steps if not ctx.store.exists(ckpt_key(s))]
+    with _stage(ctx.reporter, stage) as rec:
+        if not missing:
+            rec.outcome, rec.detail = "cached", f"reused {len(steps)} checkpoints of {recipe_key}"
+        else:
+            rec.detail = _run_training(ctx, cond, pairs, total, steps, missing, recipe_key,
+                                       ckpt_key, stage, base, share)  # fmt: skip
+    final = checkpoint_metadata(ctx.store.get_bytes(ckpt_key(total)))
+    losses: list[float] = json.loads(final.get("losses", "[]"))
+    zero_shot = ICLCondition(name=cond.name, k=0)
+    prompts = [p.text for p in build_prompts(dataset, zero_shot, ctx.spec.prompt)]
+    units = []
+    for step in steps:
+        name = cond.name if step == total else f"{cond.name}.step{step}"
+        ctx.artifacts[f"adapters/{name}.safetensors"] = ckpt_key(step)
+        units.append(
+            _Unit(
+                name=name, condition=cond, prompts=prompts, demos=[],
+                trained_on=list(indices) if cond.train_on == "demos" else None,
+                model_fp=keys.digest([ctx.resolved.fingerprint, ckpt_key(step)]),
+                model=functools.partial(ctx.tuned, cond, recipe_key, ckpt_key(step)),
+                step=step, losses=losses[:step],
+            )
+        )  # fmt: skip
+    return units
 
 
-def _behaviour_condition(
-    ctx: _Context, dataset: Dataset, prompts: list[str], condition: Condition
-) -> None:
-    """Accuracy of one condition, reused from the store when the same scoring was done."""
-    stage = f"accuracy:{condition.name}"
+def _run_training(
+    ctx: _Context,
+    cond: SFTCondition,
+    pairs: list[tuple[str, str]],
+    total: int,
+    steps: list[int],
+    missing: list[int],
+    recipe_key: str,
+    ckpt_key: Callable[[int], str],
+    stage: str,
+    base: float,
+    share: float,
+) -> str:
+    """Train from scratch or from the latest stored state; store every missing checkpoint."""
+    trainee = ctx.trainee(cond, recipe_key, for_training=True)
+    data = tokenize_training(
+        trainee.loaded.tokenizer, pairs, loss=cond.loss, max_length=cond.max_length
+    )
+    state_key = f"train-state/{recipe_key}.safetensors"
+    start = 0
+    if ctx.store.exists(state_key):
+        blob = ctx.store.get_bytes(state_key)
+        if int(checkpoint_metadata(blob)["step"]) <= missing[0]:
+            start = trainee.load_state(blob)
+    meta = {"recipe": recipe_key, "condition": cond.name, "model": ctx.resolved.fingerprint}
+    if start == 0 and 0 in missing:
+        ctx.store.put_bytes(ckpt_key(0), trainee.checkpoint_bytes(0, meta))
+
+    def save(done: int) -> None:
+        if done in steps:
+            ctx.store.put_bytes(ckpt_key(done), trainee.checkpoint_bytes(done, meta))
+        if done < total:
+            ctx.store.put_bytes(state_key, trainee.state_bytes(done))
+
+    def on_step(done: int, of: int, loss: float) -> None:
+        msg = f"step {done}/{of}, loss {loss:.4f}"
+        ctx.reporter.progress(stage, base + share * done / max(of, 1), msg)
+
+    train(
+        trainee, data, start=start, total=total,
+        save_at=lambda done: done in steps or done % cond.save_every == 0, on_save=save,
+        progress=on_step, should_stop=ctx.reporter.should_stop,
+    )  # fmt: skip
+    resumed = f"resumed at step {start}; " if start else ""
+    first, last = trainee.losses[0], trainee.losses[-1]
+    return f"{resumed}{total} steps on {len(pairs)} items; loss {first:.4f} -> {last:.4f}"
+
+
+def _behaviour_unit(ctx: _Context, dataset: Dataset, unit: _Unit) -> None:
+    """Accuracy of one unit, reused from the store when the same scoring was done."""
+    stage = f"accuracy:{unit.name}"
     options = list(dataset.options)
     if not options:
-        ctx.warnings.setdefault(condition.name, []).append(
+        ctx.warnings.setdefault(unit.name, []).append(
             "accuracy: the dataset has no closed label set (more than 20 distinct outputs)"
         )
         return
     gold = [options.index(q.output) for q in dataset.eval]
     delimiter = target_delimiter(dataset, ctx.spec.prompt)
     key = "behaviour/" + keys.digest({
-        "v": keys.KEY_VERSION, "scoring": SCORING_VERSION, "model": ctx.resolved.fingerprint,
+        "v": keys.KEY_VERSION, "scoring": SCORING_VERSION, "model": unit.model_fp,
         "dtype": ctx.spec.model.dtype,
-        "prompts": keys.prompts_digest(prompts), "options": options, "delimiter": delimiter,
+        "prompts": keys.prompts_digest(unit.prompts), "options": options, "delimiter": delimiter,
         "gold": gold,
     }) + ".json"  # fmt: skip
     with _stage(ctx.reporter, stage) as rec:
@@ -226,13 +407,13 @@ def _behaviour_condition(
             result = BehaviourResult.model_validate_json(ctx.store.get_bytes(key))
             rec.outcome, rec.detail = "cached", f"reused {key}"
         else:
-            loaded = ctx.model()
+            loaded = unit.model()
 
             def on_batch(done: int, total: int) -> None:
                 ctx.reporter.progress(stage, 0.05 + _EXTRACT_SHARE, f"{done}/{total} options")
 
             scores = score_options(
-                loaded.model, loaded.tokenizer, prompts, gold, options, delimiter,
+                loaded.model, loaded.tokenizer, unit.prompts, gold, options, delimiter,
                 batch_size=ctx.spec.extraction.batch_size, progress=on_batch,
                 should_stop=ctx.reporter.should_stop,
             )  # fmt: skip
@@ -243,26 +424,24 @@ def _behaviour_condition(
             )  # fmt: skip
             ctx.store.put_bytes(key, result.model_dump_json().encode())
             rec.detail = f"accuracy {result.accuracy:.3f} over {result.n_items} items"
-    ctx.behaviour[condition.name] = result
+    ctx.behaviour[unit.name] = result
 
 
-def _extract_condition(
-    ctx: _Context, prompts: list[str], condition: Condition, base: float, share: float
-) -> Activations:
+def _extract_unit(ctx: _Context, unit: _Unit, base: float, share: float) -> Activations:
     extraction = ctx.spec.extraction.model_dump(exclude={"batch_size"})
     key = keys.activations_key(
-        model_fingerprint=ctx.resolved.fingerprint,
+        model_fingerprint=unit.model_fp,
         dtype=ctx.spec.model.dtype,
-        prompts_sha=keys.prompts_digest(prompts),
+        prompts_sha=keys.prompts_digest(unit.prompts),
         extraction=extraction,
     )
-    ctx.artifacts[f"activations/{condition.name}.safetensors"] = key
-    stage = f"extract:{condition.name}"
+    ctx.artifacts[f"activations/{unit.name}.safetensors"] = key
+    stage = f"extract:{unit.name}"
     with _stage(ctx.reporter, stage) as rec:
         if ctx.store.exists(key):
             rec.outcome, rec.detail = "cached", f"reused {key}"
             return Activations.from_safetensors(ctx.store.get_bytes(key))
-        loaded = ctx.model()
+        loaded = unit.model()
 
         def on_batch(done: int, total: int) -> None:
             msg = f"{done}/{total} prompts"
@@ -271,28 +450,27 @@ def _extract_condition(
         acts = extract_activations(
             loaded.model,
             loaded.tokenizer,
-            prompts,
+            unit.prompts,
             ctx.spec.extraction,
             progress=on_batch,
             should_stop=ctx.reporter.should_stop,
         )
-        meta = {"condition": condition.name, "model": ctx.resolved.fingerprint}
+        meta = {"condition": unit.name, "model": unit.model_fp}
         ctx.store.put_bytes(key, acts.to_safetensors(meta))
-        rec.detail = f"{len(prompts)} prompts x {len(acts.layers)} layers -> {key}"
+        rec.detail = f"{len(unit.prompts)} prompts x {len(acts.layers)} layers -> {key}"
     return acts
 
 
-def _metrics_all(
-    ctx: _Context, activations: dict[str, tuple[Activations, float]]
-) -> list[ConditionResult]:
+def _metrics_all(ctx: _Context, units: list[_Unit]) -> list[ConditionResult]:
     results = []
-    conditions = _conditions(ctx.spec)
-    n = len(conditions)
+    n = len(units)
     device = _metric_device(ctx.spec.model.device)
-    for i, condition in enumerate(conditions):
+    for i, unit in enumerate(units):
         ctx.check_stop()
-        acts, mean_tokens = activations[condition.name]
-        stage = f"metrics:{condition.name}"
+        acts = unit.acts
+        if acts is None:
+            raise RuntimeError(f"unit {unit.name} has no activations")
+        stage = f"metrics:{unit.name}"
         base = 0.05 + _EXTRACT_SHARE + _METRIC_SHARE * i / n
         ctx.reporter.progress(stage, base, f"{len(acts.layers)} layers")
         with _stage(ctx.reporter, stage) as rec:
@@ -300,24 +478,50 @@ def _metrics_all(
             rec.detail = f"{len(curves)} curves over {len(acts.layers)} layers"
             if warnings:
                 rec.detail += f"; {len(warnings)} undefined values (see warnings)"
+        cond = unit.condition
         results.append(
             ConditionResult(
-                name=condition.name,
-                paradigm=condition.paradigm,
+                name=unit.name,
+                group=cond.group,
+                paradigm=cond.paradigm,
                 n_items=acts.states.shape[0],
                 layers=acts.layers,
                 duplicates=dupes,
                 curves=curves,
-                activations_artifact=f"activations/{condition.name}.safetensors",
-                prompt_tokens_mean=round(mean_tokens, 2),
-                k=condition.k_value,
-                selection=condition.selection,
-                demos=ctx.demos.get(condition.name, []),
-                behaviour=ctx.behaviour.get(condition.name),
-                warnings=ctx.warnings.get(condition.name, []) + warnings,
+                activations_artifact=f"activations/{unit.name}.safetensors",
+                prompt_tokens_mean=round(sum(acts.n_tokens) / max(len(acts.n_tokens), 1), 2),
+                k=cond.k_value,
+                seed=cond.seed_value,
+                selection=cond.selection if isinstance(cond, ICLCondition) else None,
+                demos=unit.demos,
+                step=unit.step,
+                trained_on=unit.trained_on,
+                train_losses=unit.losses,
+                adapter_artifact=(
+                    f"adapters/{unit.name}.safetensors" if unit.step is not None else None
+                ),
+                behaviour=ctx.behaviour.get(unit.name),
+                warnings=ctx.warnings.get(unit.name, []) + warnings,
             )
         )
     return results
+
+
+def _comparisons(ctx: _Context, units: list[_Unit]) -> list[ComparisonResult]:
+    """The spec's cross-condition comparisons over the final weights of each condition."""
+    if not ctx.spec.comparisons:
+        return []
+    members = [
+        Member(u.name, u.condition.group, u.condition.swept, u.acts.layers, u.acts.states)
+        for u in units
+        if u.acts is not None and (u.step is None or u.name == u.condition.name)
+    ]
+    out = []
+    with _stage(ctx.reporter, "comparisons") as rec:
+        for comp in ctx.spec.comparisons:
+            out += cosine_comparisons(members, comp.a, comp.b, comp.metric)
+        rec.detail = f"{len(out)} comparison curves"
+    return out
 
 
 def _condition_curves(

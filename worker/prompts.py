@@ -6,6 +6,7 @@ blank line, then the query input) and `mcq` (Doimo et al.: a subject header, the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -
     """
     k = condition.k_value
     pool = len(dataset.train)
-    if condition.seed < 0:  # numpy seeds must be non-negative; the schema does not bound it
+    if condition.seed_value < 0:  # numpy seeds must be non-negative
         raise SpecError(
             f"condition '{condition.name}' has seed={condition.seed}",
             hint="use a seed >= 0",
@@ -69,12 +70,47 @@ def _select(dataset: Dataset, condition: ICLCondition, k: int) -> list[tuple[int
     if condition.selection == "random":
         pool = len(dataset.train)
         return [
-            tuple(int(j) for j in np.random.default_rng([condition.seed, i]).choice(pool, k, False))
+            tuple(
+                int(j)
+                for j in np.random.default_rng([condition.seed_value, i]).choice(pool, k, False)
+            )
             for i in range(n)
         ]
+    if condition.selection == "fixed":
+        return [fixed_demos(dataset, k, condition.seed_value)] * n
     if condition.selection == "fixed_per_group":
         return _fixed_per_group(dataset, condition, k)
     return _most_similar(dataset, k)
+
+
+def fixed_demos(dataset: Dataset, k: int, seed: int) -> tuple[int, ...]:
+    """One set of k training-pool indices drawn with `seed` (ICL 'fixed' and IT on demos).
+
+    Raises:
+        SpecError: the pool has fewer than k items.
+    """
+    pool = len(dataset.train)
+    if k > pool:
+        raise SpecError(
+            f"{k} demonstrations asked for but the training pool has {pool} items",
+            hint=f"raise dataset.n_train to at least {k}, or lower k",
+        )
+    rng = np.random.default_rng([seed, 7_919])
+    return tuple(int(j) for j in rng.choice(pool, k, replace=False))
+
+
+def training_texts(
+    dataset: Dataset, indices: Sequence[int], spec: PromptSpec
+) -> list[tuple[str, str]]:
+    """(prompt, continuation) of each training item: its zero-shot prompt, then delimiter +
+    output, so a tuned model is trained on exactly the format it is analysed in."""
+    template = dataset.template if spec.template == "auto" else spec.template
+    delim = target_delimiter(dataset, spec)
+    out = []
+    for j in indices:
+        ex = dataset.train[j]
+        out.append((_render(ex, [], template, delim, spec), delim + ex.output))
+    return out
 
 
 def _group(example: Example, field: str, where: str, condition: ICLCondition) -> str:
@@ -97,7 +133,7 @@ def _fixed_per_group(dataset: Dataset, condition: ICLCondition, k: int) -> list[
     for rank, group in enumerate(sorted(by_group)):
         members = by_group[group]
         if len(members) >= k:
-            rng = np.random.default_rng([condition.seed, 1_000_003, rank])
+            rng = np.random.default_rng([condition.seed_value, 1_000_003, rank])
             fixed[group] = [members[int(m)] for m in rng.choice(len(members), k, replace=False)]
     out = []
     for i, query in enumerate(dataset.eval):
@@ -109,7 +145,7 @@ def _fixed_per_group(dataset: Dataset, condition: ICLCondition, k: int) -> list[
                 f"{condition.group_by}={group!r}, but the pool has {have}",
                 hint="raise dataset.n_train, or lower k",
             )
-        order = np.random.default_rng([condition.seed, i]).permutation(k)
+        order = np.random.default_rng([condition.seed_value, i]).permutation(k)
         out.append(tuple(fixed[group][int(o)] for o in order))
     return out
 
