@@ -20,7 +20,9 @@ app = typer.Typer(help="reprlab: how language models represent tasks under ICL v
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
 models_app = typer.Typer(help="Built-in models.", no_args_is_help=True)
 admin_app = typer.Typer(help="Administration (runs on the server machine).", no_args_is_help=True)
+recipes_app = typer.Typer(help="Ready-made job specs (the studies).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(recipes_app, name="recipes")
 app.add_typer(admin_app, name="admin")
 
 out = Console()
@@ -76,10 +78,15 @@ def _redis_address(broker_url: str) -> tuple[str, int] | None:
 
 
 def _spec_dict(path: Path) -> dict[str, Any]:
+    """A spec file's content, or a recipe's spec when `path` is a recipe name."""
     from reprlab.client.resources.jobs import load_spec_file
+    from reprlab.schemas.recipes import RECIPES, recipe_spec
 
     if not path.is_file():
-        _fail(f"spec file {path} does not exist")
+        if str(path) in RECIPES:
+            return recipe_spec(str(path))
+        _fail(f"spec file {path} does not exist", "give a YAML/JSON file or a recipe name "
+              f"({', '.join(sorted(RECIPES))})")  # fmt: skip
     try:
         return load_spec_file(path)
     except ValueError as exc:
@@ -88,18 +95,17 @@ def _spec_dict(path: Path) -> dict[str, Any]:
 
 def _validate(data: dict[str, Any], path: Path) -> Any:
     from reprlab.schemas import JobSpec
+    from reprlab.schemas.errors import spec_problems
 
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = spec_problems([dict(e) for e in exc.errors()], data)
         _fail(f"{path} is not a valid job spec: {problems}", "fix the fields named above")
 
 
 def _print_results(results: Any, metric: str | None) -> None:
-    from reprlab.client.plots import format_accuracy, format_table
+    from reprlab.client.plots import format_accuracy, format_comparisons, format_table
 
     metrics = [metric] if metric else sorted(
         {c.metric for cond in results.conditions for c in cond.curves})  # fmt: skip
@@ -108,19 +114,23 @@ def _print_results(results: Any, metric: str | None) -> None:
             out.print(format_table(results, m))
         except KeyError as exc:
             _fail(str(exc.args[0]), "leave out --metric to see every metric")
-    accuracy = format_accuracy(results)
-    if accuracy is not None and metric is None:
-        out.print(accuracy)
+    if metric is None:
+        for extra in (format_comparisons(results), format_accuracy(results)):
+            if extra is not None:
+                out.print(extra)
     for cond in results.conditions:
         for warning in cond.warnings:
             out.print(f"[dim]{cond.name}: {warning}[/dim]")
 
 
 def _write_plots(results: Any, dest: Path) -> list[Path]:
-    from reprlab.client.plots import plot_metric
+    from reprlab.client.plots import plot_comparisons, plot_metric
 
     metrics = sorted({c.metric for cond in results.conditions for c in cond.curves})
-    return [plot_metric(results, m, dest / f"{m}.png") for m in metrics]
+    paths = [plot_metric(results, m, dest / f"{m}.png") for m in metrics]
+    if results.comparisons:
+        paths.append(plot_comparisons(results, dest / "comparisons.png"))
+    return paths
 
 
 # --- service ----------------------------------------------------------------------------------
@@ -214,7 +224,9 @@ def worker() -> None:
 
 @app.command()
 def submit(
-    spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
+    spec: Annotated[
+        Path, typer.Argument(help="Job spec (YAML or JSON), or a recipe name (reprlab recipes).")
+    ],
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where plots go with --wait.")
@@ -333,7 +345,9 @@ class _RichReporter:
 
 @app.command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
+    spec: Annotated[
+        Path, typer.Argument(help="Job spec (YAML or JSON), or a recipe name (reprlab recipes).")
+    ],
     local: Annotated[bool, typer.Option("--local", help="Run in this process.")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where plots go.")] = None,
 ) -> None:
@@ -401,6 +415,30 @@ def models_list() -> None:
         _missing_extra(exc, "worker")
     for name, spec in BUILTIN_MODELS.items():
         out.print(f"{name:<26} {spec.description} [{spec.license}]")
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """The recipes, a line each; run one with `reprlab submit NAME --wait`."""
+    from reprlab.schemas.recipes import RECIPES
+
+    for recipe in RECIPES.values():
+        out.print(f"[bold]{recipe.name}[/bold]: {recipe.summary}")
+
+
+@recipes_app.command("show")
+def recipes_show(name: str) -> None:
+    """Print a recipe's job spec as YAML (redirect it to a file to adapt it)."""
+    import yaml
+
+    from reprlab.schemas.recipes import get_recipe
+
+    try:
+        recipe = get_recipe(name)
+    except KeyError as exc:
+        _fail(str(exc.args[0]), "see `reprlab recipes list`")
+    print(f"# {recipe.summary}")
+    print(yaml.safe_dump(recipe.spec, sort_keys=False, default_flow_style=None), end="")
 
 
 def _create_key(owner: str) -> str:

@@ -11,8 +11,18 @@ from reprlab.schemas.results import JobResults, LayerCurve
 
 
 def _main_curves(results: JobResults, metric: str) -> list[tuple[str, LayerCurve]]:
+    """(name, curve) per condition; seed members are replaced by their mean over seeds."""
     out = []
+    aggregated = {m: agg for agg in results.aggregates for m in agg.members}
     for cond in results.conditions:
+        agg = aggregated.get(cond.name)
+        if agg is not None:
+            if agg.members[0] == cond.name:
+                for curve in agg.curves:
+                    if curve.metric == metric:
+                        mean = curve.model_copy(update={"errors": curve.spread})
+                        out.append((f"{agg.name} ({len(agg.members)} seeds)", mean))
+            continue
         try:
             out.append((cond.name, cond.curve(metric)))
         except KeyError:
@@ -68,6 +78,54 @@ def plot_metric(results: JobResults, metric: str, path: str | Path) -> Path:
     return path
 
 
+def plot_comparisons(results: JobResults, path: str | Path) -> Path:
+    """One PNG: each comparison (a vs b) per layer, a panel per k, mean with a +-std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not results.comparisons:
+        raise KeyError("this job has no comparisons")
+    ks = sorted({c.k for c in results.comparisons}, key=lambda k: -1 if k is None else k)
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.8), dpi=120, squeeze=False)
+    try:
+        for ax, k in zip(axes[0], ks, strict=True):
+            for comp in (c for c in results.comparisons if c.k == k):
+                lo = [m - s for m, s in zip(comp.mean, comp.std, strict=True)]
+                hi = [m + s for m, s in zip(comp.mean, comp.std, strict=True)]
+                (line,) = ax.plot(comp.layers, comp.mean, marker="o", ms=2,
+                                  label=f"{comp.a} vs {comp.b}")  # fmt: skip
+                ax.fill_between(comp.layers, lo, hi, color=line.get_color(), alpha=0.2)
+            ax.set_title("all" if k is None else f"k = {k}", fontsize=10)
+            ax.set_xlabel("layer (0 = embeddings)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("cosine similarity (mean ± std over seeds)")
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"Cross-condition similarity — {results.model.name}", fontsize=10)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def format_comparisons(results: JobResults) -> Table | None:
+    """Rows = layers, a column per comparison and k with 'mean ± std'; None if none."""
+    comps = results.comparisons
+    if not comps:
+        return None
+    table = Table(title="Cosine similarity per layer (mean ± std over seeds)")
+    table.add_column("layer", justify="right")
+    for c in comps:
+        table.add_column(f"{c.a}~{c.b}" + ("" if c.k is None else f" k{c.k}"), justify="right")
+    for j, layer in enumerate(comps[0].layers):
+        table.add_row(str(layer), *[f"{c.mean[j]:.3f}±{c.std[j]:.3f}" for c in comps])
+    return table
+
+
 def _ok(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
@@ -107,4 +165,12 @@ def format_accuracy(results: JobResults) -> Table | None:
     for name, b in rows:
         table.add_row(name, _fmt(b.accuracy), _fmt(b.accuracy_norm),
                       _fmt(b.first_token_accuracy), str(b.n_items))  # fmt: skip
+    aggregates = [a for a in results.aggregates if a.accuracy is not None]
+    if aggregates:
+        table.add_section()
+    for agg in aggregates:
+        acc = agg.accuracy
+        if acc is not None:
+            label = f"{agg.name} (mean ± std, {len(agg.members)} seeds)"
+            table.add_row(label, f"{acc.mean:.3f} ± {acc.std:.3f}", "", "", "")
     return table

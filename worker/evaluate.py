@@ -12,6 +12,7 @@ lm-evaluation-harness:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,33 +98,82 @@ def score_options(
         for i, p in enumerate(prompts)
         for j in range(len(options))
     ]
+    n_opt = len(options)
     device = next(model.parameters()).device
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
     scores = torch.empty(len(pairs), dtype=torch.float64)
     first_hit = torch.zeros(len(pairs), dtype=torch.bool)
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    # The context's tokens are the same for every option (its own encoding), so each prompt
+    # is run once and its KV cache is shared by the options' continuations.
+    order = sorted(range(len(prompts)), key=lambda i: len(pairs[i * n_opt][0]))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             if should_stop is not None and should_stop():
                 raise JobCancelled()
             idx = order[start : start + batch_size]
-            seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-            ids, mask = left_pad(seqs, pad_id, device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                           use_cache=False).logits  # fmt: skip
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for row, i in enumerate(idx):
-                n_cont = len(pairs[i][1])
-                # Positions -n_cont-1 .. -2 predict the continuation tokens.
-                pred = logp[row, -n_cont - 1 : -1]
-                target = torch.tensor(pairs[i][1], device=pred.device)
-                scores[i] = pred.gather(-1, target[:, None]).sum().double().cpu()
-                a = min(skip[i], n_cont - 1)  # the first token of the answer itself
-                first_hit[i] = bool(pred[a].argmax() == target[a])
+            rows = [i * n_opt + j for i in idx for j in range(n_opt)]
+            logp = _continuation_logprobs(
+                model, [pairs[i * n_opt][0] for i in idx], [pairs[r][1] for r in rows],
+                n_opt, pad_id, device,
+            )  # fmt: skip
+            for b, r in enumerate(rows):
+                cont = pairs[r][1]
+                pred = logp[b, : len(cont)]
+                target = torch.tensor(cont, device=pred.device)
+                scores[r] = pred.gather(-1, target[:, None]).sum().double().cpu()
+                a = min(skip[r], len(cont) - 1)  # the first token of the answer itself
+                first_hit[r] = bool(pred[a].argmax() == target[a])
             if progress is not None:
-                progress(min(start + len(idx), len(order)), len(order))
+                progress(min(start + len(idx), len(order)) * n_opt, len(order) * n_opt)
     return _summarise(scores, first_hit, gold, list(options))
+
+
+def _continuation_logprobs(
+    model: nn.Module,
+    contexts: list[list[int]],
+    continuations: list[list[int]],
+    n_opt: int,
+    pad_id: int,
+    device: torch.device,
+) -> Tensor:
+    """Log-probabilities [len(continuations), width, vocab]: row b, position t predicts
+    token t of continuation b, whose context is `contexts[b // n_opt]`.
+
+    The contexts run once (left padded, explicit positions) keeping their KV cache; the cache
+    is repeated per option and the continuations (right padded) run on top of it.
+    """
+    ids, mask = left_pad(contexts, pad_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1)  # fmt: skip
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(n_opt, 0)
+    width = max(len(c) for c in continuations)
+    if width == 1:
+        return first[:, None, :]
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n_opt)
+    cont = torch.full((len(continuations), width - 1), pad_id, dtype=torch.long)
+    cont_mask = torch.zeros((len(continuations), width - 1), dtype=mask.dtype)
+    for b, c in enumerate(continuations):
+        # Tokens 0..n-2 are fed; their outputs predict tokens 1..n-1.
+        cont[b, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+        cont_mask[b, : len(c) - 1] = 1
+    cont, cont_mask = cont.to(device), cont_mask.to(device)
+    full_mask = torch.cat([mask.repeat_interleave(n_opt, 0), cont_mask], dim=1)
+    start = positions[:, -1:].repeat_interleave(n_opt, 0) + 1
+    cont_pos = start + torch.arange(width - 1, device=device)[None, :]
+    rest = model(input_ids=cont, attention_mask=full_mask, position_ids=cont_pos,
+                 use_cache=False, **{_cache_argument(model): cache}).logits  # fmt: skip
+    return torch.cat([first[:, None, :], torch.log_softmax(rest.float(), dim=-1)], dim=1)
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """The forward argument that takes a KV cache: `cache` in newer transformers (which
+    deprecate `past_key_values`), else `past_key_values`. A peft wrapper is looked through."""
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else model
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _summarise(

@@ -597,6 +597,10 @@ def _write_report(ctx: _Context, results: JobResults, job_id: str) -> None:
             key = keys.job_key(job_id, name)
             ctx.store.put_bytes(key, _render_plot(results, metric))
             ctx.artifacts[name] = key
+        if results.comparisons:
+            key = keys.job_key(job_id, "plots/comparisons.png")
+            ctx.store.put_bytes(key, _render_plot(results, None))
+            ctx.artifacts["plots/comparisons.png"] = key
         key = keys.job_key(job_id, "results.json")
         ctx.artifacts["results.json"] = key
         results.artifacts = sorted(ctx.artifacts)
@@ -604,10 +608,14 @@ def _write_report(ctx: _Context, results: JobResults, job_id: str) -> None:
         rec.detail = f"{len(metrics)} plots"
 
 
-def _render_plot(results: JobResults, metric: str) -> bytes:
-    from reprlab.client.plots import plot_metric
+def _render_plot(results: JobResults, metric: str | None) -> bytes:
+    """PNG of one metric's curves, or of the comparisons when `metric` is None."""
+    from reprlab.client.plots import plot_comparisons, plot_metric
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plot.png"
-        plot_metric(results, metric, path)
+        if metric is None:
+            plot_comparisons(results, path)
+        else:
+            plot_metric(results, metric, path)
         return path.read_bytes()

@@ -185,3 +185,32 @@ def test_admin_create_key_with_an_empty_name_is_a_clear_error(tmp_path: Path) ->
     )  # fmt: skip
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "1 to 128 characters" in proc.stderr
+
+
+def test_recipes_list_and_show_print_valid_specs() -> None:
+    import yaml
+
+    from reprlab.schemas import JobSpec
+    from reprlab.schemas.recipes import RECIPES
+
+    listed = runner.invoke(app, ["recipes", "list"])
+    assert listed.exit_code == 0 and all(name in listed.output for name in RECIPES)
+    for name in RECIPES:
+        shown = runner.invoke(app, ["recipes", "show", name])
+        assert shown.exit_code == 0
+        spec = JobSpec.model_validate(yaml.safe_load(shown.output))
+        assert spec.name == name
+    study4 = RECIPES["icl-vs-it"].job_spec()
+    seeds = [c.seed for c in study4.conditions if c.name in ("icl", "it")]
+    assert all(isinstance(s, list) and len(s) >= 5 for s in seeds)
+    missing = runner.invoke(app, ["recipes", "show", "nope"])
+    assert missing.exit_code == 1 and "icl-vs-it" in missing.output
+
+
+def test_submit_accepts_a_recipe_name_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    from reprlab.client.cli import _spec_dict
+    from reprlab.schemas.recipes import recipe_spec
+
+    assert _spec_dict(Path("icl-vs-sft")) == recipe_spec("icl-vs-sft")
+    result = runner.invoke(app, ["submit", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and "recipe name" in result.output

@@ -74,3 +74,53 @@ def test_format_accuracy_lists_conditions_with_a_measurement() -> None:
     console.print(table)
     text = console.export_text()
     assert "icl-5" in text and "0.750" in text and "0.500" in text and "zs" not in text
+
+
+def _with_seeds_and_comparisons() -> JobResults:
+    from reprlab.schemas.results import AggregateResult, ComparisonResult
+
+    results = _results()
+    mean = LayerCurve(metric="id_twonn", label=LABEL, layers=[0, 1, 2, 3],
+                      values=[1.0, 2.0, 3.0, 4.0], spread=[0.1, 0.1, 0.2, 0.3])  # fmt: skip
+    results.aggregates = [
+        AggregateResult(name="icl", group="icl", members=["zs", "icl-5"], curves=[mean])
+    ]
+    results.comparisons = [
+        ComparisonResult(
+            metric="cosine",
+            a="icl",
+            b="it",
+            k=k,
+            layers=[0, 1, 2, 3],
+            mean=[0.9, 0.8, 0.7, 0.6],
+            std=[0.01, 0.02, 0.03, 0.04],
+            pairs=[["icl.s0", "it.s0"]],
+        )  # fmt: skip
+        for k in (1, 5)
+    ]
+    return results
+
+
+def test_seed_members_are_drawn_as_their_mean_with_the_spread() -> None:
+    from reprlab.client.plots import _main_curves
+
+    curves = _main_curves(_with_seeds_and_comparisons(), "id_twonn")
+    assert [name for name, _ in curves] == ["icl (2 seeds)"]
+    assert curves[0][1].errors == [0.1, 0.1, 0.2, 0.3]
+
+
+def test_comparisons_plot_and_table(tmp_path: Path) -> None:
+    from reprlab.client.plots import format_comparisons, plot_comparisons
+
+    results = _with_seeds_and_comparisons()
+    path = plot_comparisons(results, tmp_path / "cmp.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = format_comparisons(results)
+    assert table is not None
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "icl~it k1" in text and "icl~it k5" in text and "0.700±0.030" in text
+    assert format_comparisons(_results()) is None
+    with pytest.raises(KeyError, match="no comparisons"):
+        plot_comparisons(_results(), tmp_path / "none.png")

@@ -1,0 +1,107 @@
+"""Recipes: ready-made job specs that reproduce the studies reprlab generalises.
+
+`reprlab recipes list` names them, `reprlab recipes show NAME` prints one as YAML to adapt, and
+`reprlab submit NAME` / `reprlab run --local NAME` run one as is. Each is a plain spec dict,
+validated by `JobSpec` like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from reprlab.schemas.specs import JobSpec
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named job spec and what it reproduces."""
+
+    name: str
+    summary: str
+    spec: dict[str, Any]
+
+    def job_spec(self) -> JobSpec:
+        return JobSpec.model_validate(self.spec)
+
+
+_SEEDS = [0, 1, 2, 3, 4]
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            name="icl-vs-sft",
+            summary=(
+                "Janapati & Ji (study 1) on SmolLM2 and built-in sentiment: zero-shot, ICL "
+                "k in {1, 5} and LoRA SFT with checkpoints; TwoNN ID per layer and accuracy."
+            ),
+            spec={
+                "name": "icl-vs-sft",
+                "model": {"name": "smollm2-135m-instruct"},
+                "dataset": {"name": "sentiment", "n_eval": 200, "n_train": 320, "seed": 0},
+                "conditions": [
+                    {"name": "zero-shot", "k": 0},
+                    {"name": "icl", "k": [1, 5]},
+                    {
+                        "paradigm": "sft",
+                        "name": "lora",
+                        "learning_rate": 5e-4,
+                        "epochs": 2,
+                        "checkpoints": [5, 10, 20, 30],
+                    },
+                ],
+                "metrics": [{"name": "id_twonn"}],
+                "accuracy": True,
+            },
+        ),
+        Recipe(
+            name="icl-vs-it",
+            summary=(
+                "Duan et al. (study 4) on SmolLM2: per-layer cosine similarity of last-token "
+                "states, ICL-IT, anchor-ICL and anchor-IT, for k in {1, 2, 4} demonstrations "
+                "over 5 seeds (mean and standard deviation)."
+            ),
+            spec={
+                "name": "icl-vs-it",
+                "model": {"name": "smollm2-135m-instruct"},
+                "dataset": {"name": "sentiment", "n_eval": 64, "n_train": 64, "seed": 0},
+                "conditions": [
+                    {"name": "anchor", "k": 0},
+                    {"name": "icl", "k": [1, 2, 4], "selection": "fixed", "seed": list(_SEEDS)},
+                    {
+                        "paradigm": "sft",
+                        "name": "it",
+                        "train_on": "demos",
+                        "k": [1, 2, 4],
+                        "seed": list(_SEEDS),
+                        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                        "learning_rate": 1e-3,
+                        "warmup_ratio": 0.0,
+                        "epochs": 10,
+                    },
+                ],
+                "metrics": [],
+                "comparisons": [
+                    {"a": "icl", "b": "it"},
+                    {"a": "anchor", "b": "icl"},
+                    {"a": "anchor", "b": "it"},
+                ],
+            },
+        ),
+    ]
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """A recipe by name; KeyError listing the known names."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(f"no recipe named {name!r}; have {', '.join(sorted(RECIPES))}") from None
+
+
+def recipe_spec(name: str) -> dict[str, Any]:
+    """A fresh copy of a recipe's spec dict, to adapt."""
+    return copy.deepcopy(get_recipe(name).spec)
