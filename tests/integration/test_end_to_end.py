@@ -150,3 +150,43 @@ def test_cancel_running_job_stops_it(client: Client, tiny_model_dir: Path) -> No
     with pytest.raises(JobCancelledError):
         client.jobs.wait(job.id, timeout=60, progress=False)
     assert client.jobs.get(job.id).status == JobStatus.CANCELLED
+
+
+def test_sft_job_with_checkpoints_adapters_and_reuse(
+    client: Client, service: Service, tiny_model_dir: Path
+) -> None:
+    """ICL and LoRA SFT side by side through the service; the identical job reuses the adapters."""
+    from safetensors.numpy import load_file
+
+    spec = _spec(
+        tiny_model_dir,
+        conditions=[
+            {"name": "zero-shot"},
+            {
+                "paradigm": "sft",
+                "name": "lora",
+                "batch_size": 5,
+                "learning_rate": 1e-2,
+                "lora": {"r": 4},
+                "checkpoints": [2],
+            },
+        ],  # fmt: skip
+        accuracy=True,
+    )
+    first = client.jobs.wait(client.jobs.create(spec).id, timeout=300, progress=False)
+    assert first.status == JobStatus.SUCCEEDED, first.error
+    results = client.jobs.results(first.id)
+    assert [c.name for c in results.conditions] == ["zero-shot", "lora.step2", "lora"]
+    final = results.condition("lora")
+    assert final.step == 4 and final.behaviour is not None and len(final.train_losses or []) == 4
+    path = client.jobs.download_artifact(
+        first.id, "adapters/lora.step2.safetensors", service.home / "a.safetensors"
+    )
+    adapter = load_file(str(path))
+    assert adapter and all("lora_" in name for name in adapter)
+
+    second = client.jobs.wait(client.jobs.create(spec).id, timeout=300, progress=False)
+    outcome = {s.name: s.outcome for s in second.stages}
+    assert outcome["train:lora"] == "cached" and outcome["extract:lora.step2"] == "cached"
+    assert not any(name.startswith("load-model") for name in outcome)
+    assert client.jobs.results(second.id).condition("lora").curves == final.curves
