@@ -52,7 +52,7 @@ RECIPES: dict[str, Recipe] = {
                         "checkpoints": [5, 10, 20, 30],
                     },
                 ],
-                "metrics": [{"name": "id_twonn"}],
+                "metrics": [{"name": "id_twonn"}, {"name": "id_gride"}],
                 "accuracy": True,
             },
         ),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set-up, pull the built-in SmolLM2, start Redis + API server + one worker, then
-# submit a real zero-shot vs 5-shot analysis through the Python SDK (examples/quickstart.py).
+# submit a real ICL-vs-SFT analysis (the icl-vs-sft recipe: zero-shot, ICL k in {1, 5}, LoRA SFT
+# with checkpoints) through the Python SDK (examples/quickstart.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
