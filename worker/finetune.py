@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -185,15 +185,19 @@ class Trainee:
         return int(meta["step"])
 
 
-def _metadata(data: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors blob."""
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
+def _metadata(data: bytes | BinaryIO) -> dict[str, str]:
+    """The `__metadata__` of safetensors bytes or of an open file (only the header is read)."""
+    if isinstance(data, bytes):
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + n])
+    else:
+        n = int.from_bytes(data.read(8), "little")
+        header = json.loads(data.read(n))
     meta: dict[str, str] = header.get("__metadata__", {})
     return meta
 
 
-def checkpoint_metadata(data: bytes) -> dict[str, str]:
+def checkpoint_metadata(data: bytes | BinaryIO) -> dict[str, str]:
     """Metadata of a stored checkpoint (step, method, losses, peft_config)."""
     return _metadata(data)
 

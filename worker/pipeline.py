@@ -106,6 +106,7 @@ class _Context:
     def model(self) -> LoadedModel:
         """The loaded model, loaded on first use (a fully cached job never loads it)."""
         if self._loaded is None:
+            self._drop_trainee()
             with _stage(self.reporter, "load-model") as rec:
                 self._loaded = self.models.get(
                     self.spec.model, cache_dir=self.model_cache, allowed_roots=self.model_roots
@@ -119,8 +120,11 @@ class _Context:
         if held is not None and held[0] == recipe_key:
             if not for_training or held[1].optimizer is not None:
                 return held[1]
-        self._trainee = self._trainee_weights = None
-        gc.collect()
+        # One model in memory at a time: drop the shared base model and any other trainee.
+        self._drop_trainee()
+        if self._loaded is not None:
+            self._loaded = None
+            self.models.clear()
         with _stage(self.reporter, f"load-model:{cond.name}") as rec:
             trainee = make_trainee(
                 load_model(self.resolved, self.spec.model), cond, for_training=for_training
@@ -128,6 +132,14 @@ class _Context:
             rec.detail = f"private copy for {cond.method} fine-tuning"
         self._trainee = (recipe_key, trainee)
         return trainee
+
+    def _drop_trainee(self) -> None:
+        if self._trainee is not None:
+            was_cuda = self._trainee[1].loaded.info.device.startswith("cuda")
+            self._trainee = self._trainee_weights = None
+            gc.collect()
+            if was_cuda:
+                torch.cuda.empty_cache()
 
     def tuned(self, cond: SFTCondition, recipe_key: str, checkpoint: str) -> LoadedModel:
         """The model of `cond` with the weights of a stored checkpoint."""
@@ -317,7 +329,8 @@ def _train(
         else:
             rec.detail = _run_training(ctx, cond, pairs, total, steps, missing, recipe_key,
                                        ckpt_key, stage, base, share)  # fmt: skip
-    final = checkpoint_metadata(ctx.store.get_bytes(ckpt_key(total)))
+    with ctx.store.open(ckpt_key(total)) as handle:
+        final = checkpoint_metadata(handle)
     losses: list[float] = json.loads(final.get("losses", "[]"))
     zero_shot = ICLCondition(name=cond.name, k=0)
     prompts = [p.text for p in build_prompts(dataset, zero_shot, ctx.spec.prompt)]
@@ -490,7 +503,9 @@ def _metrics_all(ctx: _Context, units: list[_Unit]) -> list[ConditionResult]:
                 curves=curves,
                 activations_artifact=f"activations/{unit.name}.safetensors",
                 prompt_tokens_mean=round(sum(acts.n_tokens) / max(len(acts.n_tokens), 1), 2),
-                k=cond.k_value,
+                k=None
+                if isinstance(cond, SFTCondition) and cond.train_on == "train"
+                else cond.k_value,
                 seed=cond.seed_value,
                 selection=cond.selection if isinstance(cond, ICLCondition) else None,
                 demos=unit.demos,
