@@ -205,3 +205,28 @@ def test_similar_selection_picks_the_closest_inputs_closest_last() -> None:
         0
     ]
     assert sims[prompts[0].demos[-1]] >= sims[prompts[0].demos[0]]
+
+
+def test_fixed_selection_shows_one_seeded_set_to_every_query() -> None:
+    from reprlab.worker.prompts import fixed_demos
+
+    d = _grouped()
+    prompts = build_prompts(d, ICLCondition(name="f", k=3, selection="fixed", seed=2), PromptSpec())
+    assert len({p.demos for p in prompts}) == 1 and len(set(prompts[0].demos)) == 3
+    assert prompts[0].demos == fixed_demos(d, 3, 2) != fixed_demos(d, 3, 3)
+    with pytest.raises(SpecError, match="training pool has 12 items"):
+        fixed_demos(d, 13, 0)
+
+
+def test_training_texts_are_zero_shot_prompts_and_delimited_outputs() -> None:
+    from reprlab.worker.prompts import training_texts
+
+    d = _mcq()
+    pairs = training_texts(d, [1, 0], PromptSpec())
+    zero_shot = ICLCondition(name="z", k=0)
+    as_query = Dataset("q", train=d.train, eval=[d.train[1], d.train[0]], template=d.template,
+                       target_delimiter=d.target_delimiter)  # fmt: skip
+    assert [p for p, _ in pairs] == [
+        p.text for p in build_prompts(as_query, zero_shot, PromptSpec())
+    ]
+    assert [c for _, c in pairs] == [d.target_delimiter + d.train[j].output for j in (1, 0)]
