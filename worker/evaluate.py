@@ -150,7 +150,7 @@ def _continuation_logprobs(
     width = max(len(c) for c in continuations)
     if width == 1:
         return first[:, None, :]
-    cache = out.past_key_values
+    cache = out.cache if "cache" in out else out.past_key_values  # renamed in transformers 5.2x
     cache.batch_repeat_interleave(n_opt)
     cont = torch.full((len(continuations), width - 1), pad_id, dtype=torch.long)
     cont_mask = torch.zeros((len(continuations), width - 1), dtype=mask.dtype)

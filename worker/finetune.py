@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -219,7 +220,10 @@ def make_trainee(loaded: LoadedModel, recipe: SFTCondition, *, for_training: boo
             task_type="CAUSAL_LM",
         )
         try:
-            model = get_peft_model(model, config)
+            with warnings.catch_warnings():
+                # peft 0.21 calls a transformers 5 method that warns it was renamed.
+                warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+                model = get_peft_model(model, config)
         except ValueError as exc:
             raise SpecError(
                 f"LoRA target_modules {targets!r} do not fit this model: {exc}",
