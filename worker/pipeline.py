@@ -620,7 +620,7 @@ def _write_report(ctx: _Context, results: JobResults, job_id: str) -> None:
         ctx.artifacts["results.json"] = key
         results.artifacts = sorted(ctx.artifacts)
         ctx.store.put_bytes(key, results.model_dump_json(indent=1).encode())
-        rec.detail = f"{len(metrics)} plots"
+        rec.detail = f"{len(metrics) + bool(results.comparisons)} plots"
 
 
 def _render_plot(results: JobResults, metric: str | None) -> bytes:

@@ -1,4 +1,4 @@
-"""The real model, in-process: zero-shot vs 5-shot sentiment on SmolLM2-135M-Instruct."""
+"""The real model, in-process: zero-shot vs 5-shot and LoRA SFT on SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
 
@@ -44,3 +44,46 @@ def test_zero_shot_vs_five_shot_finite_id_at_every_layer(
     assert icl.prompt_tokens_mean is not None and zs.prompt_tokens_mean is not None
     assert icl.prompt_tokens_mean > 3 * zs.prompt_tokens_mean
     assert {s.name for s in reporter.stages} >= {"extract:zero-shot", "extract:icl-5", "report"}
+
+
+def test_lora_sft_beats_zero_shot_and_a_rerun_is_all_cached(
+    smollm2_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """The real model learns the built-in sentiment task from 96 items in 12 LoRA steps."""
+    spec = JobSpec.model_validate(
+        {
+            "model": {"name": "smollm2-135m-instruct", "device": "cpu"},
+            "dataset": {"name": "sentiment", "n_eval": 64, "n_train": 96, "seed": 0},
+            "conditions": [
+                {"name": "zero-shot"},
+                {
+                    "paradigm": "sft",
+                    "name": "lora",
+                    "learning_rate": 2e-3,
+                    "epochs": 2,
+                    "checkpoints": [6],
+                },
+            ],  # fmt: skip
+            "extraction": {"batch_size": 16},
+            "metrics": [{"name": "id_twonn"}],
+            "accuracy": True,
+        }
+    )
+    store = ArtifactStore(str(tmp_path))
+    out = run_pipeline(spec, store=store, model_cache=model_cache, reporter=NullReporter())
+    zero, mid, final = out.results.conditions
+    assert (mid.name, mid.step, final.name, final.step) == ("lora.step6", 6, "lora", 12)
+    assert zero.behaviour is not None and final.behaviour is not None
+    assert final.behaviour.accuracy > zero.behaviour.accuracy + 0.1
+    losses = final.train_losses or []
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0]
+    for cond in out.results.conditions:
+        values = cond.curve("id_twonn").values
+        assert all(v is not None and math.isfinite(v) for v in values)
+
+    reporter = NullReporter()
+    again = run_pipeline(spec, store=store, model_cache=model_cache, reporter=reporter)
+    outcomes = {s.name: s.outcome for s in reporter.stages}
+    assert outcomes["train:lora"] == "cached"
+    assert not any(name.startswith("load-model") for name in outcomes)
+    assert again.results.condition("lora").curves == final.curves
