@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import sys
 import tempfile
@@ -181,6 +182,30 @@ class Jobs:
         finally:
             response.close()
         return dest
+
+    def download_adapter(self, job_id: str, result: str, dest_dir: str | Path) -> Path:
+        """An SFT result's checkpoint as a directory `transformers`/`peft` load directly.
+
+        LoRA: `adapter_model.safetensors` + `adapter_config.json`, so
+        `PeftModel.from_pretrained(base_model, dest_dir)` works. Full fine-tuning:
+        `model.safetensors` (every parameter; `model.load_state_dict(..., strict=False)`).
+        `result` is a result name, e.g. 'lora' (final) or 'lora.step20'.
+        """
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.download_artifact(
+            job_id, f"adapters/{result}.safetensors", dest_dir / ".checkpoint.safetensors"
+        )
+        with open(tmp, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        meta = header.get("__metadata__", {})
+        if meta.get("method") == "lora":
+            config = json.loads(meta["peft_config"])
+            (dest_dir / "adapter_config.json").write_text(json.dumps(config, indent=1))
+            os.replace(tmp, dest_dir / "adapter_model.safetensors")
+            return dest_dir
+        os.replace(tmp, dest_dir / "model.safetensors")
+        return dest_dir
 
     def activations(self, job_id: str, condition: str) -> dict[int, np.ndarray]:
         """A condition's last-token states: layer -> array [n_items, hidden]."""

@@ -184,9 +184,40 @@ def test_sft_job_with_checkpoints_adapters_and_reuse(
     )
     adapter = load_file(str(path))
     assert adapter and all("lora_" in name for name in adapter)
+    _downloaded_adapter_reproduces_the_analysed_states(client, first.id, spec, tiny_model_dir,
+                                                       service.home / "adapter")  # fmt: skip
 
     second = client.jobs.wait(client.jobs.create(spec).id, timeout=300, progress=False)
     outcome = {s.name: s.outcome for s in second.stages}
     assert outcome["train:lora"] == "cached" and outcome["extract:lora.step2"] == "cached"
     assert not any(name.startswith("load-model") for name in outcome)
     assert client.jobs.results(second.id).condition("lora").curves == final.curves
+
+
+def _downloaded_adapter_reproduces_the_analysed_states(
+    client: Client, job_id: str, spec: dict[str, Any], model_dir: Path, dest: Path
+) -> None:
+    """`PeftModel.from_pretrained` on the downloaded directory gives the worker's states."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reprlab.schemas import ExtractionSpec, ICLCondition, JobSpec, PromptSpec
+    from reprlab.worker.data import load_dataset
+    from reprlab.worker.extract import extract_activations
+    from reprlab.worker.prompts import build_prompts
+
+    folder = client.jobs.download_adapter(job_id, "lora", dest)
+    assert {p.name for p in folder.iterdir()} >= {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+    }
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(folder)).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    dataset = load_dataset(JobSpec.model_validate(spec).dataset)
+    prompts = [p.text for p in build_prompts(dataset, ICLCondition(name="z"), PromptSpec())]
+    ours = extract_activations(model, tok, prompts, ExtractionSpec(layers=[-1]))
+    served = client.jobs.activations(job_id, "lora")
+    np.testing.assert_allclose(ours.states[:, 0, :].numpy(), served[max(served)], atol=1e-4)
