@@ -527,7 +527,15 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _names_unique(self) -> JobSpec:
-        names = [e.name for c in self.conditions for e in c.expand()]
+        names = [
+            name
+            for c in self.conditions
+            for e in c.expand()
+            for name in [
+                e.name,
+                *(f"{e.name}.step{s}" for s in getattr(e, "checkpoints", [])),
+            ]
+        ]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"condition names must be unique; repeated: {', '.join(dupes)}")

@@ -122,3 +122,10 @@ def test_bad_condition_specs_are_rejected_with_a_message(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         JobSpec.model_validate({**BASE, "conditions": conditions, **extra})
+
+
+def test_a_checkpoint_result_name_may_not_collide_with_another_condition() -> None:
+    with pytest.raises(ValidationError, match=r"repeated: sft\.step5"):
+        JobSpec.model_validate({**BASE, "conditions": [
+            {"paradigm": "sft", "name": "sft", "checkpoints": [5]}, {"name": "sft.step5"},
+        ]})  # fmt: skip
