@@ -285,11 +285,13 @@ def _extract_all(ctx: _Context, dataset: Dataset) -> list[_Unit]:
             ]  # fmt: skip
         for j, unit in enumerate(points):
             ctx.check_stop()
-            unit.acts = _extract_unit(
-                ctx, unit, base + share * j / len(points), share / len(points)
-            )
-            if ctx.spec.accuracy:
-                _behaviour_unit(ctx, dataset, unit)
+            start, part = base + share * j / len(points), share / len(points)
+            if ctx.spec.accuracy:  # scoring costs about what the extraction does
+                part /= 2
+                unit.acts = _extract_unit(ctx, unit, start, part)
+                _behaviour_unit(ctx, dataset, unit, start + part, part)
+            else:
+                unit.acts = _extract_unit(ctx, unit, start, part)
         units += points
     return units
 
@@ -398,7 +400,9 @@ def _run_training(
     return f"{resumed}{total} steps on {len(pairs)} items; loss {first:.4f} -> {last:.4f}"
 
 
-def _behaviour_unit(ctx: _Context, dataset: Dataset, unit: _Unit) -> None:
+def _behaviour_unit(
+    ctx: _Context, dataset: Dataset, unit: _Unit, base: float, share: float
+) -> None:
     """Accuracy of one unit, reused from the store when the same scoring was done."""
     stage = f"accuracy:{unit.name}"
     options = list(dataset.options)
@@ -423,7 +427,8 @@ def _behaviour_unit(ctx: _Context, dataset: Dataset, unit: _Unit) -> None:
             loaded = unit.model()
 
             def on_batch(done: int, total: int) -> None:
-                ctx.reporter.progress(stage, 0.05 + _EXTRACT_SHARE, f"{done}/{total} options")
+                msg = f"{done}/{total} prompt-option pairs"
+                ctx.reporter.progress(stage, base + share * done / max(total, 1), msg)
 
             scores = score_options(
                 loaded.model, loaded.tokenizer, unit.prompts, gold, options, delimiter,

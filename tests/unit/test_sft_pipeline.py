@@ -48,11 +48,25 @@ def _adapter(out: PipelineOutput, store: ArtifactStore, name: str) -> dict[str, 
     return st_load(store.get_bytes(out.artifact_keys[f"adapters/{name}.safetensors"]))
 
 
+class _Recording(NullReporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fractions: list[tuple[str, float]] = []
+
+    def progress(self, stage: str, fraction: float, message: str) -> None:
+        self.fractions.append((stage, fraction))
+
+
 def test_every_checkpoint_is_a_result_with_accuracy_and_an_adapter(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     store = ArtifactStore(str(tmp_path))
-    out, stages = _run(_spec(tiny_model_dir), store, tiny_model_dir)
+    reporter = _Recording()
+    out, stages = _run(_spec(tiny_model_dir), store, tiny_model_dir, reporter)
+    # Progress only moves forward, through training, extraction and scoring alike.
+    fractions = [f for _, f in reporter.fractions]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(stage == "train:sft" for stage, _ in reporter.fractions)
     res = out.results
     assert [c.name for c in res.conditions] == ["zero-shot", "sft.step0", "sft.step3", "sft"]
     zero, step0, step3, final = res.conditions
