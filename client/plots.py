@@ -120,7 +120,8 @@ def format_comparisons(results: JobResults) -> Table | None:
     table = Table(title="Cosine similarity per layer (mean ± std over seeds)")
     table.add_column("layer", justify="right")
     for c in comps:
-        table.add_column(f"{c.a}~{c.b}" + ("" if c.k is None else f" k{c.k}"), justify="right")
+        name = f"{c.a}~{c.b}" + ("" if c.k is None else f" k{c.k}")
+        table.add_column(name, justify="right", overflow="fold")
     for j, layer in enumerate(comps[0].layers):
         table.add_row(str(layer), *[f"{c.mean[j]:.3f}±{c.std[j]:.3f}" for c in comps])
     return table
@@ -130,8 +131,8 @@ def _ok(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def _fmt(v: float | None) -> str:
-    return f"{v:.3f}" if _ok(v) else "—"
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if _ok(v) else "—"
 
 
 def format_table(results: JobResults, metric: str) -> Table:
@@ -141,16 +142,19 @@ def format_table(results: JobResults, metric: str) -> Table:
     table = Table(title=title, min_width=len(title) + 2)
     table.add_column("layer", justify="right")
     for name, _ in curves:
-        table.add_column(name, justify="right")
+        # Long names (seeds, checkpoints) wrap instead of being cut to "lora.…".
+        table.add_column(name, justify="right", overflow="fold")
     layers = sorted({layer for _, c in curves for layer in c.layers})
+    digits = 3 if len(curves) <= 6 else 2  # many columns: keep the table on one screen
     for layer in layers:
         row = [str(layer)]
         for _, c in curves:
-            row.append(_fmt(c.values[c.layers.index(layer)]) if layer in c.layers else "—")
+            value = c.values[c.layers.index(layer)] if layer in c.layers else None
+            row.append(_fmt(value, digits))
         table.add_row(*row)
     if any("auc" in c.summary for _, c in curves):
         table.add_section()
-        table.add_row("AUC", *[_fmt(c.summary.get("auc")) for _, c in curves])
+        table.add_row("AUC", *[_fmt(c.summary.get("auc"), digits) for _, c in curves])
     return table
 
 

@@ -124,3 +124,14 @@ def test_comparisons_plot_and_table(tmp_path: Path) -> None:
     assert format_comparisons(_results()) is None
     with pytest.raises(KeyError, match="no comparisons"):
         plot_comparisons(_results(), tmp_path / "none.png")
+
+
+def test_a_wide_table_wraps_names_instead_of_cutting_them() -> None:
+    results = _results()
+    base = results.conditions[0]
+    results.conditions = [base.model_copy(update={"name": f"lora.step{i}0"}) for i in range(8)]
+    console = Console(width=80, record=True)
+    console.print(format_table(results, "id_twonn"))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "2.50" in text and "2.500" not in text  # two decimals with many columns
