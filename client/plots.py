@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypeGuard
 
 from rich.table import Table
 
-from reprlab.schemas.results import JobResults, LayerCurve
+from reprlab.schemas.results import ComparisonResult, JobResults, LayerCurve
 
 
 def _main_curves(results: JobResults, metric: str) -> list[tuple[str, LayerCurve]]:
@@ -59,9 +60,23 @@ def plot_metric(results: JobResults, metric: str, path: str | Path) -> Path:
             auc = curve.summary.get("auc")
             label = name if auc is None else f"{name} (AUC {auc:.3g})"
             if curve.errors is not None:
-                ax.errorbar(xs, ys, yerr=errs, marker="o", ms=3, capsize=2, label=label)
+                bars = ax.errorbar(xs, ys, yerr=errs, marker="o", ms=3, capsize=2, label=label)
+                line = bars.lines[0]
             else:
-                ax.plot(xs, ys, marker="o", ms=3, label=label)
+                (line,) = ax.plot(xs, ys, marker="o", ms=3, label=label)
+            if curve.ci_low is not None and curve.ci_high is not None:
+                band = [
+                    (x, float(lo), float(hi))
+                    for x, lo, hi in zip(curve.layers, curve.ci_low, curve.ci_high, strict=True)
+                    if _ok(lo) and _ok(hi)
+                ]
+                ax.fill_between(
+                    [b[0] for b in band],
+                    [b[1] for b in band],
+                    [b[2] for b in band],
+                    color=line.get_color(),
+                    alpha=0.15,
+                )
         first = curves[0][1]
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (0 = embeddings)")
@@ -78,8 +93,23 @@ def plot_metric(results: JobResults, metric: str, path: str | Path) -> Path:
     return path
 
 
+def _comparison_groups(results: JobResults) -> dict[str, list[ComparisonResult]]:
+    """Comparisons by exact label (metric and parameters), in result order."""
+    groups: dict[str, list[ComparisonResult]] = {}
+    for comp in results.comparisons:
+        groups.setdefault(comp.label or comp.metric, []).append(comp)
+    return groups
+
+
+def _comparison_name(comp: ComparisonResult) -> str:
+    name = f"{comp.a} vs {comp.b}"
+    if comp.step is not None:
+        name += f" step {comp.step}"
+    return name
+
+
 def plot_comparisons(results: JobResults, path: str | Path) -> Path:
-    """One PNG: each comparison (a vs b) per layer, a panel per k, mean with a +-std band."""
+    """One PNG: a row of panels per comparison metric, a panel per k; mean with a +-std band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,22 +117,44 @@ def plot_comparisons(results: JobResults, path: str | Path) -> Path:
 
     if not results.comparisons:
         raise KeyError("this job has no comparisons")
-    ks = sorted({c.k for c in results.comparisons}, key=lambda k: -1 if k is None else k)
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.8), dpi=120, squeeze=False)
+    groups = _comparison_groups(results)
+    ks_of = {
+        label: sorted({c.k for c in comps}, key=lambda k: -1 if k is None else k)
+        for label, comps in groups.items()
+    }
+    cols = max(len(ks) for ks in ks_of.values())
+    fig, axes = plt.subplots(
+        len(groups), cols, figsize=(4.2 * cols, 3.6 * len(groups)), dpi=120, squeeze=False
+    )
     try:
-        for ax, k in zip(axes[0], ks, strict=True):
-            for comp in (c for c in results.comparisons if c.k == k):
-                lo = [m - s for m, s in zip(comp.mean, comp.std, strict=True)]
-                hi = [m + s for m, s in zip(comp.mean, comp.std, strict=True)]
-                (line,) = ax.plot(comp.layers, comp.mean, marker="o", ms=2,
-                                  label=f"{comp.a} vs {comp.b}")  # fmt: skip
-                ax.fill_between(comp.layers, lo, hi, color=line.get_color(), alpha=0.2)
-            ax.set_title("all" if k is None else f"k = {k}", fontsize=10)
-            ax.set_xlabel("layer (0 = embeddings)")
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("cosine similarity (mean ± std over seeds)")
-        axes[0][0].legend(fontsize=8)
-        fig.suptitle(f"Cross-condition similarity — {results.model.name}", fontsize=10)
+        for row, (label, comps) in enumerate(groups.items()):
+            for col in range(cols):
+                ax = axes[row][col]
+                if col >= len(ks_of[label]):
+                    ax.set_visible(False)
+                    continue
+                k = ks_of[label][col]
+                for comp in (c for c in comps if c.k == k):
+                    pts = [
+                        (x, float(m), float(s) if _ok(s) else 0.0)
+                        for x, m, s in zip(comp.layers, comp.mean, comp.std, strict=True)
+                        if _ok(m)
+                    ]
+                    xs = [p[0] for p in pts]
+                    (line,) = ax.plot(xs, [p[1] for p in pts], marker="o", ms=2,
+                                      label=_comparison_name(comp))  # fmt: skip
+                    ax.fill_between(xs, [p[1] - p[2] for p in pts], [p[1] + p[2] for p in pts],
+                                    color=line.get_color(), alpha=0.2)  # fmt: skip
+                ax.set_title(("all" if k is None else f"k = {k}"), fontsize=9)
+                ax.set_xlabel("layer (0 = embeddings)")
+                ax.grid(alpha=0.3)
+                if col == 0:
+                    ax.set_ylabel(_wrap(label), fontsize=8)
+                    ax.legend(fontsize=7)
+        fig.suptitle(
+            f"Cross-condition comparisons (mean ± std over seeds) — {results.model.name}",
+            fontsize=10,
+        )
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,22 +164,38 @@ def plot_comparisons(results: JobResults, path: str | Path) -> Path:
     return path
 
 
+def _wrap(text: str, width: int = 40) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def format_comparisons(results: JobResults) -> Table | None:
-    """Rows = layers, a column per comparison and k with 'mean ± std'; None if none."""
+    """Rows = layers, a column per comparison curve (metric, k, step) with 'mean ± std'."""
     comps = results.comparisons
     if not comps:
         return None
-    table = Table(title="Cosine similarity per layer (mean ± std over seeds)")
+    table = Table(title="Comparisons per layer (mean ± std over seeds)")
     table.add_column("layer", justify="right")
     for c in comps:
-        name = f"{c.a}~{c.b}" + ("" if c.k is None else f" k{c.k}")
+        name = f"{c.metric} {c.a}~{c.b}"
+        name += "".join(f" {k}={v}" for k, v in c.params.items() if k in ("k", "debiased"))
+        name += "" if c.k is None else f" k{c.k}"
+        name += "" if c.step is None else f" step{c.step}"
         table.add_column(name, justify="right", overflow="fold")
-    for j, layer in enumerate(comps[0].layers):
-        table.add_row(str(layer), *[f"{c.mean[j]:.3f}±{c.std[j]:.3f}" for c in comps])
+    layers = sorted({layer for c in comps for layer in c.layers})
+    for layer in layers:
+        row = [str(layer)]
+        for c in comps:
+            j = c.layers.index(layer) if layer in c.layers else None
+            m = c.mean[j] if j is not None else None
+            sd = c.std[j] if j is not None else None
+            row.append(f"{_fmt(m)}±{_fmt(sd)}" if _ok(m) else "—")
+        table.add_row(*row)
     return table
 
 
-def _ok(v: float | None) -> bool:
+def _ok(v: float | None) -> TypeGuard[float]:
     return v is not None and math.isfinite(v)
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from reprlab.schemas.specs import Item
 
 Split = Literal["train", "eval"]
-_RESERVED = {"input", "output", "labels", "split"}
+_RESERVED = {"input", "output", "labels", "split", "spans"}
 
 
 def parse_jsonl(
@@ -23,7 +23,7 @@ def parse_jsonl(
     """Items of a JSONL text and, if any line has a "split", the split of each item.
 
     Each line: {"input": str, "output": str, "labels"?: {name: scalar}, "split"?: "train"|"eval",
-    <other scalar fields become labels>}. Blank lines are skipped.
+    "spans"?: {name: [start, end]}, <other scalar fields become labels>}. Blank lines are skipped.
 
     Raises:
         ValueError: "<source>, line N: <problem>" for the first bad line, or an empty file.
@@ -61,7 +61,8 @@ def parse_jsonl(
         if split not in (None, "train", "eval"):
             raise ValueError(f"{where}: 'split' must be 'train' or 'eval', got {split!r}")
         try:
-            items.append(Item(input=obj["input"], output=obj["output"], labels=labels))
+            spans = obj.get("spans", {})
+            items.append(Item(input=obj["input"], output=obj["output"], labels=labels, spans=spans))
         except ValidationError as exc:
             problem = exc.errors()[0]
             loc = ".".join(str(p) for p in problem["loc"])

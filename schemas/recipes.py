@@ -35,7 +35,8 @@ RECIPES: dict[str, Recipe] = {
             name="icl-vs-sft",
             summary=(
                 "Janapati & Ji (study 1) on SmolLM2 and built-in sentiment: zero-shot, ICL "
-                "k in {1, 5} and LoRA SFT with checkpoints; TwoNN ID per layer and accuracy."
+                "k in {1, 5} and LoRA SFT with checkpoints; TwoNN, Gride and MLE ID per layer "
+                "and accuracy."
             ),
             spec={
                 "name": "icl-vs-sft",
@@ -52,7 +53,7 @@ RECIPES: dict[str, Recipe] = {
                         "checkpoints": [5, 10, 20, 30],
                     },
                 ],
-                "metrics": [{"name": "id_twonn"}, {"name": "id_gride"}],
+                "metrics": [{"name": "id_twonn"}, {"name": "id_gride"}, {"name": "id_mle"}],
                 "accuracy": True,
             },
         ),
@@ -88,6 +89,101 @@ RECIPES: dict[str, Recipe] = {
                     {"a": "anchor", "b": "icl"},
                     {"a": "anchor", "b": "it"},
                 ],
+            },
+        ),
+        Recipe(
+            name="landscape",
+            summary=(
+                "Doimo et al. (study 2) on SmolLM2 and built-in multi-subject multiple choice: "
+                "normalised block inputs; 0/1/2/5 demonstrations from the query's subject vs "
+                "LoRA SFT on all linear layers (loss on the answer) over checkpoints; Gride ID, "
+                "density-peak clusters with their ARI vs subject and answer, label overlap; "
+                "data overlap and partition ARI from the base model to each checkpoint."
+            ),
+            spec={
+                "name": "landscape",
+                "model": {"name": "smollm2-135m-instruct"},
+                "dataset": {"name": "mcq", "n_eval": 160, "n_train": 160, "seed": 0},
+                "conditions": [
+                    {"name": "zero-shot", "k": 0},
+                    {
+                        "name": "few-shot",
+                        "k": [1, 2, 5],
+                        "selection": "fixed_per_group",
+                        "group_by": "subject",
+                    },
+                    {
+                        "paradigm": "sft",
+                        "name": "sft",
+                        "lora": {"target_modules": "all-linear"},
+                        "loss": "answer",
+                        "learning_rate": 5e-4,
+                        "epochs": 2,
+                        "checkpoints": [5, 10],
+                    },
+                ],
+                "extraction": {"hidden_state": "block_input_norm"},
+                "metrics": [
+                    {"name": "id_gride", "range_max": 64, "report_n2": 32},
+                    {"name": "adp", "density_k": 16, "Z": 1.6, "labels": ["subject", "answer"]},
+                    {
+                        "name": "label_overlap",
+                        "labels": ["subject", "answer"],
+                        "class_fraction": 0.3,
+                    },
+                ],
+                "comparisons": [
+                    {
+                        "metric": "data_overlap",
+                        "a": "zero-shot",
+                        "b": "sft",
+                        "steps": True,
+                        "ks": [30, 100],
+                    },
+                    {"metric": "partition_ari", "a": "zero-shot", "b": "sft", "steps": True},
+                    {"metric": "data_overlap", "a": "zero-shot", "b": "few-shot", "ks": [30]},
+                ],
+                "accuracy": True,
+            },
+        ),
+        Recipe(
+            name="decoding-icl",
+            summary=(
+                "Yousefi et al. (study 3) on SmolLM2 and built-in reading comprehension with a "
+                "distractor: relevant tokens max-pooled and standardised; RSA with hypothesis "
+                "RDMs of the asked attribute and sentence order, probes, and the attention "
+                "ratio relevant/distractor, before and after ICL (k = 4)."
+            ),
+            spec={
+                "name": "decoding-icl",
+                "model": {"name": "smollm2-135m-instruct"},
+                "dataset": {
+                    "name": "reading_comprehension",
+                    "n_eval": 96,
+                    "n_train": 64,
+                    "seed": 0,
+                },
+                "conditions": [{"name": "zero-shot", "k": 0}, {"name": "icl", "k": 4}],
+                "extraction": {
+                    "position": "span_max",
+                    "span": "relevant",
+                    "attention": {"spans": ["relevant", "irrelevant"]},
+                },
+                "metrics": [
+                    {
+                        "name": "rsa",
+                        "hypotheses": [
+                            {"label": "attribute"},
+                            {"label": "relevant_first", "kind": "categorical"},
+                        ],
+                        "rdm": "cosine",
+                        "compare": "spearman",
+                    },
+                    {"name": "probe", "labels": ["attribute", "relevant_first"]},
+                    {"name": "attention_ratio"},
+                ],
+                "comparisons": [{"metric": "rsa", "a": "zero-shot", "b": "icl"}],
+                "accuracy": True,
             },
         ),
     ]

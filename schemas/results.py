@@ -24,6 +24,12 @@ class LayerCurve(ResponseModel):
         default=None,
         description="In aggregates over seeds: the sample standard deviation per layer.",
     )
+    ci_low: list[float | None] | None = Field(
+        default=None, description="Lower end of the bootstrap confidence interval per layer."
+    )
+    ci_high: list[float | None] | None = Field(
+        default=None, description="Upper end of the bootstrap confidence interval per layer."
+    )
     summary: dict[str, float | None] = Field(
         default_factory=dict,
         description="Scalars over layers, e.g. 'auc': normalised area under the curve.",
@@ -134,14 +140,34 @@ class AggregateResult(ResponseModel):
 class ComparisonResult(ResponseModel):
     """A cross-condition comparison per layer, e.g. ICL vs IT cosine similarity."""
 
-    metric: str = Field(description="'cosine': mean over queries of cos(h_a, h_b), per layer.")
+    metric: str = Field(
+        description=(
+            "Comparison id: 'cosine' (mean over queries of cos(h_a, h_b)), 'cka', "
+            "'data_overlap', 'partition_ari', 'rsa'."
+        )
+    )
+    label: str = Field(default="", description="Exact name, e.g. 'CKA, linear, debiased'.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters that identify this curve, e.g. {'k': 30}."
+    )
     a: str = Field(description="First spec condition.")
     b: str = Field(description="Second spec condition.")
     k: int | None = Field(default=None, description="The swept k of these pairs, if any.")
+    step: int | None = Field(
+        default=None, description="With `steps`: the SFT step of b's checkpoint compared."
+    )
     layers: list[int] = Field(description="Layer indices.")
-    mean: list[float] = Field(description="Mean over pairs (seeds) per layer.")
-    std: list[float] = Field(description="Sample standard deviation over pairs per layer.")
+    mean: list[float | None] = Field(
+        description="Mean over pairs (seeds) per layer; null where undefined."
+    )
+    std: list[float | None] = Field(
+        description="Sample standard deviation over pairs per layer (0 for a single pair)."
+    )
     pairs: list[list[str]] = Field(description="The result names compared, [a, b] each.")
+    matrix: list[list[float | None]] | None = Field(
+        default=None,
+        description="Layer x layer values (a's layers by b's), mean over pairs, when asked.",
+    )
 
 
 class ModelInfo(ResponseModel):
@@ -169,6 +195,9 @@ class JobResults(ResponseModel):
     )
     artifacts: list[str] = Field(
         default_factory=list, description="Names of downloadable artifacts of this job."
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="Why some comparison values are null."
     )
 
     def condition(self, name: str) -> ConditionResult:

@@ -1,4 +1,4 @@
-"""Across results: mean and spread over seeds, and cross-condition cosine similarity.
+"""Across results: mean and spread over seeds, and comparisons between conditions.
 
 Pure functions of results and activations; the pipeline calls them after the per-condition
 metrics.
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reprlab.schemas.metrics import ComparisonSpec
 from reprlab.schemas.results import (
     AccuracySummary,
     AggregateResult,
@@ -21,6 +22,7 @@ from reprlab.schemas.results import (
     ConditionResult,
     LayerCurve,
 )
+from reprlab.worker.metrics.compare import compare_states
 
 _SEED_PART = re.compile(r"\.s\d+(?=$|\.)")
 
@@ -72,17 +74,7 @@ def _mean_curves(members: Sequence[ConditionResult]) -> list[LayerCurve]:
         ]
         if len(same) != len(members) or any(c.layers != curve.layers for c in same):
             continue
-        means: list[float | None] = []
-        spreads: list[float | None] = []
-        for j in range(len(curve.layers)):
-            col = [c.values[j] for c in same]
-            if any(v is None for v in col):
-                means.append(None)
-                spreads.append(None)
-            else:
-                vals = [float(v) for v in col if v is not None]
-                means.append(float(np.mean(vals)))
-                spreads.append(_std(vals))
+        means, spreads = _mean_std([c.values for c in same])
         curves.append(
             LayerCurve(
                 metric=curve.metric,
@@ -105,35 +97,40 @@ def _accuracy(members: Sequence[ConditionResult]) -> AccuracySummary | None:
 
 @dataclass(frozen=True)
 class Member:
-    """What a comparison needs of one analysed point."""
+    """What a comparison needs of one analysed point.
+
+    `step` is the SFT step of a checkpoint result and None for the final weights (and for
+    ICL results).
+    """
 
     name: str
     group: str
     swept: dict[str, int]
     layers: list[int]
     states: torch.Tensor  # [n_items, n_layers, hidden]
+    step: int | None = None
 
 
-def cosine_per_layer(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """Mean over items of cos(a_i, b_i) at each layer; inputs [n_items, n_layers, hidden]."""
-    if a.shape != b.shape:
-        raise ValueError(f"states differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    cos = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1, eps=1e-12)
-    return [float(v) for v in cos.mean(dim=0)]
-
-
-def cosine_comparisons(
-    members: Sequence[Member], a: str, b: str, metric: str = "cosine"
-) -> list[ComparisonResult]:
-    """Pair the members of spec conditions `a` and `b` and compare each pair per layer.
+def compare_conditions(
+    members: Sequence[Member],
+    spec: ComparisonSpec,
+    device: torch.device | None = None,
+) -> tuple[list[ComparisonResult], list[str]]:
+    """Pair the members of spec conditions `spec.a` and `spec.b` and compare each pair per layer.
 
     Members pair when they agree on every dimension both conditions sweep (k, seed); a
-    condition that sweeps nothing pairs with every member of the other. Pairs are grouped by
-    the swept k (if any) and reported as mean and sample standard deviation over the pairs.
+    condition that sweeps nothing pairs with every member of the other. Only final weights are
+    compared, unless `spec.steps`: then a is compared with each checkpoint of b. Pairs are
+    grouped by the swept k (and step) and reported per curve as mean and sample standard
+    deviation over the pairs; a layer where any pair is undefined is null.
+
+    Returns:
+        The comparison results and warnings (why values are null).
     """
-    side_a = [m for m in members if m.group == a]
-    side_b = [m for m in members if m.group == b]
-    groups: dict[int | None, list[tuple[Member, Member, list[float]]]] = {}
+    device = device if device is not None else torch.device("cpu")
+    side_a = [m for m in members if m.group == spec.a and m.step is None]
+    side_b = [m for m in members if m.group == spec.b and (m.step is not None) == spec.steps]
+    groups: dict[tuple[int | None, int | None], list[tuple[Member, Member]]] = {}
     for ma in side_a:
         for mb in side_b:
             shared = set(ma.swept) & set(mb.swept)
@@ -142,20 +139,54 @@ def cosine_comparisons(
             if ma.layers != mb.layers:
                 raise ValueError(f"{ma.name} and {mb.name} were extracted at different layers")
             k = ma.swept.get("k", mb.swept.get("k"))
-            groups.setdefault(k, []).append((ma, mb, cosine_per_layer(ma.states, mb.states)))
-    out = []
-    for k, pairs in sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-        table = np.array([p[2] for p in pairs])
-        out.append(
-            ComparisonResult(
-                metric=metric,
-                a=a,
-                b=b,
-                k=k,
-                layers=pairs[0][0].layers,
-                mean=[float(v) for v in table.mean(axis=0)],
-                std=[_std(list(col)) for col in table.T],
-                pairs=[[p[0].name, p[1].name] for p in pairs],
+            groups.setdefault((k, mb.step), []).append((ma, mb))
+    out: list[ComparisonResult] = []
+    warnings: list[str] = []
+    order = sorted(groups.items(), key=lambda kv: tuple(-1 if v is None else v for v in kv[0]))
+    for (k, step), pairs in order:
+        per_pair = [
+            compare_states(spec, ma.states, mb.states, ma.layers, device) for ma, mb in pairs
+        ]
+        for j, first in enumerate(per_pair[0]):
+            curves = [curves[j] for curves in per_pair]
+            warnings += sorted({f"{spec.a} vs {spec.b}: {w}" for c in curves for w in c.warnings})
+            mean, std = _mean_std([c.values for c in curves])
+            matrix = None
+            if first.matrix is not None:
+                rows = [_mean_std([c.matrix[i] for c in curves if c.matrix is not None])[0]
+                        for i in range(len(first.matrix))]  # fmt: skip
+                matrix = rows
+            out.append(
+                ComparisonResult(
+                    metric=spec.metric,
+                    label=first.label,
+                    params=first.params,
+                    a=spec.a,
+                    b=spec.b,
+                    k=k,
+                    step=step,
+                    layers=pairs[0][0].layers,
+                    mean=mean,
+                    std=std,
+                    pairs=[[ma.name, mb.name] for ma, mb in pairs],
+                    matrix=matrix,
+                )
             )
-        )
-    return out
+    return out, warnings
+
+
+def _mean_std(
+    rows: Sequence[Sequence[float | None]],
+) -> tuple[list[float | None], list[float | None]]:
+    """Per column: mean and sample std over rows; None where any row is None."""
+    means: list[float | None] = []
+    stds: list[float | None] = []
+    for col in zip(*rows, strict=True):
+        vals = [v for v in col if v is not None]
+        if len(vals) < len(col):
+            means.append(None)
+            stds.append(None)
+        else:
+            means.append(float(np.mean(vals)))
+            stds.append(_std(vals))
+    return means, stds

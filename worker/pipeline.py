@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load as st_load
 
 from reprlab.schemas.jobs import StageRecord
+from reprlab.schemas.metrics import metric_label_fields
 from reprlab.schemas.results import (
     BehaviourResult,
     ComparisonResult,
@@ -32,7 +33,7 @@ from reprlab.schemas.results import (
 from reprlab.schemas.specs import ConcreteCondition, ICLCondition, JobSpec, SFTCondition
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker import store as keys
-from reprlab.worker.aggregate import Member, cosine_comparisons, seed_aggregates
+from reprlab.worker.aggregate import Member, compare_conditions, seed_aggregates
 from reprlab.worker.data import Dataset, load_dataset
 from reprlab.worker.errors import JobCancelled, SpecError
 from reprlab.worker.evaluate import SCORING_VERSION, score_options
@@ -47,6 +48,7 @@ from reprlab.worker.finetune import (
     train,
 )
 from reprlab.worker.metrics import MetricOutput, compute_layer_metrics, normalised_auc
+from reprlab.worker.metrics.base import LabelValue
 from reprlab.worker.models import (
     LoadedModel,
     ModelCache,
@@ -54,7 +56,13 @@ from reprlab.worker.models import (
     load_model,
     resolve_model,
 )
-from reprlab.worker.prompts import build_prompts, fixed_demos, target_delimiter, training_texts
+from reprlab.worker.prompts import (
+    Prompt,
+    build_prompts,
+    fixed_demos,
+    target_delimiter,
+    training_texts,
+)
 
 # Share of the progress bar each phase takes; extraction dominates on real models.
 _EXTRACT_SHARE = 0.75
@@ -99,6 +107,7 @@ class _Context:
     artifacts: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    comparison_warnings: list[str] = field(default_factory=list)
     _loaded: LoadedModel | None = None
     _trainee: tuple[str, Trainee] | None = None
     _trainee_weights: str | None = None
@@ -227,7 +236,7 @@ def run_pipeline(
         model_roots=model_roots,
     )
     units = _extract_all(ctx, dataset)
-    conditions = _metrics_all(ctx, units)
+    conditions = _metrics_all(ctx, units, _label_table(dataset, ctx.spec))
     info = _model_info(ctx)
     results = JobResults(
         job_id=job_id,
@@ -236,6 +245,7 @@ def run_pipeline(
         aggregates=seed_aggregates(conditions),
         comparisons=_comparisons(ctx, units),
     )
+    results.warnings = ctx.comparison_warnings
     _write_report(ctx, results, job_id)
     reporter.progress("done", 1.0, "finished")
     return PipelineOutput(results=results, artifact_keys=dict(ctx.artifacts))
@@ -247,7 +257,7 @@ class _Unit:
 
     name: str
     condition: ConcreteCondition
-    prompts: list[str]
+    prompts: list[Prompt]
     demos: list[list[int]]
     model_fp: str
     model: Callable[[], LoadedModel]
@@ -278,7 +288,7 @@ def _extract_all(ctx: _Context, dataset: Dataset) -> list[_Unit]:
             built = build_prompts(dataset, condition, ctx.spec.prompt)
             points = [
                 _Unit(
-                    name=condition.name, condition=condition, prompts=[p.text for p in built],
+                    name=condition.name, condition=condition, prompts=built,
                     demos=[list(p.demos) for p in built], model_fp=ctx.resolved.fingerprint,
                     model=ctx.model,
                 )
@@ -335,7 +345,7 @@ def _train(
         final = checkpoint_metadata(handle)
     losses: list[float] = json.loads(final.get("losses", "[]"))
     zero_shot = ICLCondition(name=cond.name, k=0)
-    prompts = [p.text for p in build_prompts(dataset, zero_shot, ctx.spec.prompt)]
+    prompts = build_prompts(dataset, zero_shot, ctx.spec.prompt)
     units = []
     for step in steps:
         name = cond.name if step == total else f"{cond.name}.step{step}"
@@ -431,7 +441,8 @@ def _behaviour_unit(
                 ctx.reporter.progress(stage, base + share * done / max(total, 1), msg)
 
             scores = score_options(
-                loaded.model, loaded.tokenizer, unit.prompts, gold, options, delimiter,
+                loaded.model, loaded.tokenizer, [p.text for p in unit.prompts], gold, options,
+                delimiter,
                 batch_size=ctx.spec.extraction.batch_size, progress=on_batch,
                 should_stop=ctx.reporter.should_stop,
             )  # fmt: skip
@@ -479,7 +490,24 @@ def _extract_unit(ctx: _Context, unit: _Unit, base: float, share: float) -> Acti
     return acts
 
 
-def _metrics_all(ctx: _Context, units: list[_Unit]) -> list[ConditionResult]:
+def _label_table(dataset: Dataset, spec: JobSpec) -> dict[str, list[LabelValue]]:
+    """Label fields every query carries -> one value per query; a named absent field is an error."""
+    fields: set[str] = set.intersection(*(set(ex.labels) for ex in dataset.eval))
+    asked = {name for m in spec.metrics for name in metric_label_fields(m)}
+    missing = sorted(asked - fields)
+    if missing:
+        known = ", ".join(sorted(fields)) or "none"
+        raise SpecError(
+            f"metrics name label fields the queries do not all carry: {', '.join(missing)}; "
+            f"every query has: {known}",
+            hint="name label fields of your data, or add them to every item's 'labels'",
+        )
+    return {name: [ex.labels[name] for ex in dataset.eval] for name in sorted(fields)}
+
+
+def _metrics_all(
+    ctx: _Context, units: list[_Unit], labels: dict[str, list[LabelValue]]
+) -> list[ConditionResult]:
     results = []
     n = len(units)
     device = _metric_device(ctx.spec.model.device)
@@ -492,7 +520,7 @@ def _metrics_all(ctx: _Context, units: list[_Unit]) -> list[ConditionResult]:
         base = 0.05 + _EXTRACT_SHARE + _METRIC_SHARE * i / n
         ctx.reporter.progress(stage, base, f"{len(acts.layers)} layers")
         with _stage(ctx.reporter, stage) as rec:
-            curves, dupes, warnings = _condition_curves(ctx, acts, device)
+            curves, dupes, warnings = _condition_curves(ctx, acts, labels, device)
             rec.detail = f"{len(curves)} curves over {len(acts.layers)} layers"
             if warnings:
                 rec.detail += f"; {len(warnings)} undefined values (see warnings)"
@@ -532,20 +560,32 @@ def _comparisons(ctx: _Context, units: list[_Unit]) -> list[ComparisonResult]:
     if not ctx.spec.comparisons:
         return []
     members = [
-        Member(u.name, u.condition.group, u.condition.swept, u.acts.layers, u.acts.states)
+        Member(
+            u.name, u.condition.group, u.condition.swept, u.acts.layers, u.acts.states,
+            step=None if u.name == u.condition.name else u.step,
+        )
         for u in units
-        if u.acts is not None and (u.step is None or u.name == u.condition.name)
-    ]
-    out = []
+        if u.acts is not None
+    ]  # fmt: skip
+    device = _metric_device(ctx.spec.model.device)
+    out: list[ComparisonResult] = []
     with _stage(ctx.reporter, "comparisons") as rec:
         for comp in ctx.spec.comparisons:
-            out += cosine_comparisons(members, comp.a, comp.b, comp.metric)
+            ctx.check_stop()
+            results, warnings = compare_conditions(members, comp, device)
+            out += results
+            ctx.comparison_warnings += warnings
         rec.detail = f"{len(out)} comparison curves"
+        if ctx.comparison_warnings:
+            rec.detail += f"; {len(ctx.comparison_warnings)} undefined values (see warnings)"
     return out
 
 
 def _condition_curves(
-    ctx: _Context, acts: Activations, device: torch.device
+    ctx: _Context,
+    acts: Activations,
+    labels: dict[str, list[LabelValue]],
+    device: torch.device,
 ) -> tuple[list[LayerCurve], list[int], list[str]]:
     """Every metric at every layer, grouped into one curve per (metric, parameters).
 
@@ -555,9 +595,17 @@ def _condition_curves(
     dupes: list[int] = []
     warnings: list[str] = []
     n_layers = len(acts.layers)
+    attention = None if acts.attention is None else acts.attention.double().cpu().numpy()
     for j, layer in enumerate(acts.layers):
         ctx.check_stop()
-        layer_metrics = compute_layer_metrics(acts.states[:, j, :], ctx.spec.metrics, device=device)
+        layer_metrics = compute_layer_metrics(
+            acts.states[:, j, :],
+            ctx.spec.metrics,
+            labels=labels,
+            attention=None if attention is None else attention[:, j],
+            attention_spans=acts.attention_spans,
+            device=device,
+        )
         dupes.append(layer_metrics.n_duplicates)
         warnings += [f"layer {layer}: {m}: {why}" for m, why in layer_metrics.skipped.items()]
         for metric, outputs in layer_metrics.outputs.items():
@@ -580,6 +628,7 @@ def _curve(metric: str, layers: list[int], points: list[MetricOutput | None]) ->
     first = next(p for p in points if p is not None)
     values = [p.value if p is not None else None for p in points]
     errors = [p.error if p is not None else None for p in points]
+    intervals = [p.interval if p is not None else None for p in points]
     curve = LayerCurve(
         metric=metric,
         label=first.label,
@@ -588,6 +637,9 @@ def _curve(metric: str, layers: list[int], points: list[MetricOutput | None]) ->
         values=values,
         errors=errors if any(e is not None for e in errors) else None,
     )
+    if any(i is not None for i in intervals):
+        curve.ci_low = [i[0] if i is not None else None for i in intervals]
+        curve.ci_high = [i[1] if i is not None else None for i in intervals]
     if metric.startswith("id_"):
         curve.summary["auc"] = normalised_auc(layers, values)
     return curve

@@ -6,8 +6,8 @@ blank line, then the query input) and `mcq` (Doimo et al.: a subject header, the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,11 +20,15 @@ MCQ_HEADER = "The following are multiple choice questions (with answers) about {
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt: its text, the query it asks, the demonstrations it shows."""
+    """One prompt: its text, the query it asks, the demonstrations it shows.
+
+    `spans` are the query item's named spans as character ranges [start, end) of `text`.
+    """
 
     text: str
     item: int
     demos: tuple[int, ...]
+    spans: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -> list[Prompt]:
@@ -32,7 +36,8 @@ def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -
 
     Demonstrations follow `condition.selection` (see `ICLCondition`); every random draw for
     query i uses `numpy.random.default_rng([condition.seed, i])` (group sets use the group's
-    rank), so prompt i does not depend on the others.
+    rank), so prompt i does not depend on the others. The query's spans are carried over,
+    shifted by the text before the query (its input always ends the prompt).
 
     Raises:
         SpecError: k exceeds the demonstration pool (or a group's share of it), a query lacks
@@ -58,7 +63,9 @@ def build_prompts(dataset: Dataset, condition: ICLCondition, spec: PromptSpec) -
     for i, query in enumerate(dataset.eval):
         shown = [dataset.train[j] for j in chosen[i]]
         text = _render(query, shown, template, delim, spec)
-        prompts.append(Prompt(text=text, item=i, demos=chosen[i]))
+        offset = len(text) - len(query.input)
+        spans = {name: (start + offset, end + offset) for name, (start, end) in query.spans.items()}
+        prompts.append(Prompt(text=text, item=i, demos=chosen[i], spans=spans))
     return prompts
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reprlab.worker.prompts import Prompt
 
 KEY_VERSION = "1"
 
@@ -21,13 +24,21 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def prompts_digest(prompts: Sequence[str]) -> str:
-    """A sha256 over an ordered list of prompt texts."""
+def prompts_digest(prompts: Sequence[str | Prompt]) -> str:
+    """A sha256 over an ordered list of prompts: their texts, and their spans where marked.
+
+    A prompt without spans hashes as its bare text, so keys of unmarked data do not depend on
+    whether the caller passed `Prompt`s or strings.
+    """
     h = hashlib.sha256()
-    for text in prompts:
+    for prompt in prompts:
+        text = prompt if isinstance(prompt, str) else prompt.text
         data = text.encode("utf-8")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
+        if not isinstance(prompt, str) and prompt.spans:
+            marks = json.dumps(sorted((k, list(v)) for k, v in prompt.spans.items()))
+            h.update(b"\x00spans" + marks.encode("utf-8"))
     return h.hexdigest()
 
 

@@ -87,3 +87,27 @@ def test_lora_sft_beats_zero_shot_and_a_rerun_is_all_cached(
     assert outcomes["train:lora"] == "cached"
     assert not any(name.startswith("load-model") for name in outcomes)
     assert again.results.condition("lora").curves == final.curves
+
+
+def test_study_3_recipe_scaled_down_gives_every_metric_at_every_layer(
+    smollm2_dir: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    from reprlab.schemas.recipes import recipe_spec
+
+    data = recipe_spec("decoding-icl")
+    data["dataset"].update(n_eval=48, n_train=16)
+    data["conditions"][1]["k"] = 2
+    data["accuracy"] = False
+    spec = JobSpec.model_validate(data)
+    out = run_pipeline(
+        spec, store=ArtifactStore(str(tmp_path)), model_cache=model_cache, reporter=NullReporter()
+    )
+    named = {m.name for m in spec.metrics}
+    for cond in out.results.conditions:
+        assert {c.metric for c in cond.curves} == named
+        for curve in cond.curves:
+            assert len(curve.values) == 31
+            defined = curve.values[1:] if curve.metric == "attention_ratio" else curve.values
+            assert all(v is not None and math.isfinite(v) for v in defined), curve.label
+    (rsa,) = out.results.comparisons
+    assert all(v is not None for v in rsa.mean)

@@ -1,4 +1,4 @@
-"""Mean and spread over seeds, and cross-condition cosine similarity, against numpy/sklearn."""
+"""Mean and spread over seeds, and cross-condition comparisons, against numpy/sklearn."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from sklearn.metrics.pairwise import cosine_similarity
 
 from reprlab.schemas import JobSpec
+from reprlab.schemas.metrics import CosineComparison
 from reprlab.schemas.results import BehaviourResult, ConditionResult, LayerCurve
-from reprlab.worker.aggregate import Member, cosine_comparisons, cosine_per_layer, seed_aggregates
+from reprlab.worker.aggregate import Member, compare_conditions, seed_aggregates
+from reprlab.worker.metrics.compare import cosine_per_layer
 
 
 def test_cosine_per_layer_is_the_mean_of_sklearn_row_cosines() -> None:
@@ -46,7 +48,8 @@ def test_comparisons_pair_on_shared_sweeps_and_report_mean_and_std_over_seeds() 
     }
     members = [anchor, *icl.values(), *it.values()]
 
-    icl_it = cosine_comparisons(members, "icl", "it")
+    icl_it, warnings = compare_conditions(members, CosineComparison(a="icl", b="it"))
+    assert warnings == []
     assert [c.k for c in icl_it] == [1, 5]
     assert icl_it[0].pairs == [[f"icl.k1.s{s}", f"it.k1.s{s}"] for s in range(3)]
     per_seed = np.array([cosine_per_layer(icl[1, s].states, it[1, s].states) for s in range(3)])
@@ -54,7 +57,7 @@ def test_comparisons_pair_on_shared_sweeps_and_report_mean_and_std_over_seeds() 
     assert icl_it[0].std == pytest.approx(per_seed.std(axis=0, ddof=1).tolist())
 
     # The anchor sweeps nothing: it pairs with every ICL member, grouped by the ICL k.
-    anchor_icl = cosine_comparisons(members, "anchor", "icl")
+    anchor_icl, _ = compare_conditions(members, CosineComparison(a="anchor", b="icl"))
     assert [(c.k, len(c.pairs)) for c in anchor_icl] == [(1, 3), (5, 3)]
     assert all(p[0] == "anchor" for c in anchor_icl for p in c.pairs)
 

@@ -283,3 +283,112 @@ def test_negative_seeds_are_refused_by_the_spec_and_by_the_worker() -> None:
     neg = ICLCondition.model_construct(paradigm="icl", name="neg", k=1, selection="random", seed=-2)
     with pytest.raises(SpecError, match="condition 'neg' has seed=-2"):
         build_prompts(d, neg, PromptSpec())
+
+
+# --- study 3: in-context linear regression and reading comprehension with a distractor --------
+
+STUDY3 = ["linear_regression", "reading_comprehension"]
+
+
+@pytest.mark.parametrize("name", STUDY3)
+def test_study3_builtins_are_distinct_disjoint_deterministic_and_span_marked(name: str) -> None:
+    spec = BuiltinDataset(name=name, n_eval=6_000, n_train=4_000, seed=3)
+    a, b = load_dataset(spec), load_dataset(spec)
+    assert len(a.eval) == 6_000 and len(a.train) == 4_000
+    inputs = [e.input for e in a.eval + a.train]
+    assert len(set(inputs)) == len(inputs)
+    assert a == b
+    other = load_dataset(spec.model_copy(update={"seed": 4}))
+    assert [e.input for e in other.eval[:50]] != [e.input for e in a.eval[:50]]
+    assert a.template == "plain" and a.target_delimiter == " "
+    for e in a.eval + a.train:
+        assert e.output in a.options  # a closed label set, so accuracy can be scored
+        assert e.spans and all(0 <= s < t <= len(e.input) for s, t in e.spans.values())
+        # The spans survive the schema (what a user's JSONL of the same items would carry).
+        item = Item(input=e.input, output=e.output, labels=dict(e.labels),
+                    spans={k: list(v) for k, v in e.spans.items()})  # fmt: skip
+        assert item.spans == {k: list(v) for k, v in e.spans.items()}
+
+
+def test_linear_regression_items_follow_their_line_and_label_it() -> None:
+    d = load_dataset(BuiltinDataset(name="linear_regression", n_eval=1200, n_train=0, seed=1))
+    line = re.compile(r"x = (\d+), y = (\d+)")
+    for e in d.eval:
+        w, b, x, y = (e.labels[k] for k in ("weight", "bias", "x", "y"))
+        assert all(isinstance(v, int) and not isinstance(v, bool) for v in (w, b, x, y))
+        assert e.output == str(y) == str(w * x + b)
+        *shown, query = e.input.split("\n")
+        assert query == f"x = {x}, y ="
+        pairs = [tuple(map(int, line.fullmatch(s).groups())) for s in shown]  # type: ignore[union-attr]
+        assert all(py == w * px + b for px, py in pairs)
+        assert len({px for px, _ in pairs} | {x}) == len(pairs) + 1  # the query x is new
+        start, end = e.spans["relevant"]
+        assert e.input[start:end] == "\n".join(shown)
+        start, end = e.spans["query"]
+        assert e.input[start:end] == str(x) and end == len(e.input) - len(", y =")
+        assert "irrelevant" not in e.spans  # every shown pair is evidence
+    weights = Counter(e.labels["weight"] for e in d.eval)
+    assert 4 <= len(weights) <= 8 and max(weights.values()) - min(weights.values()) <= 1
+    assert len({e.labels["bias"] for e in d.eval}) >= 8
+    assert len({e.labels["x"] for e in d.eval}) >= 8
+
+
+def test_reading_comprehension_relevant_and_distractor_sentences() -> None:
+    d = load_dataset(BuiltinDataset(name="reading_comprehension", n_eval=1600, n_train=0))
+    for e in d.eval:
+        labels = e.labels
+        assert e.output == labels["answer"] != labels["distractor_answer"]
+        assert labels["entity"] != labels["distractor"]
+        relevant = e.input[slice(*e.spans["relevant"])]
+        irrelevant = e.input[slice(*e.spans["irrelevant"])]
+        assert relevant.startswith(str(labels["entity"])) and relevant.endswith(".")
+        assert irrelevant.startswith(str(labels["distractor"])) and irrelevant.endswith(".")
+        assert str(labels["answer"]) in relevant and str(labels["distractor_answer"]) in irrelevant
+        # Same template: the sentences differ only in the person and the value.
+        swapped = re.sub(rf"\b{labels['distractor']}\b", str(labels["entity"]), irrelevant)
+        swapped = re.sub(rf"\b{labels['distractor_answer']}\b", str(labels["answer"]), swapped)
+        assert swapped == relevant
+        passage, question, answer_cue = e.input.split("\n")
+        assert passage == (f"{relevant} {irrelevant}" if labels["relevant_first"]
+                           else f"{irrelevant} {relevant}")  # fmt: skip
+        assert str(labels["entity"]) in question and str(labels["distractor"]) not in question
+        assert answer_cue == "Answer:"
+    attributes = Counter(e.labels["attribute"] for e in d.eval)
+    assert len(attributes) >= 6 and max(attributes.values()) - min(attributes.values()) <= 1
+    assert Counter(e.labels["relevant_first"] for e in d.eval) == {0: 800, 1: 800}
+    assert len({e.labels["entity"] for e in d.eval}) >= 20
+
+
+@pytest.mark.parametrize(("name", "limit"), [("linear_regression", 151_200),
+                                             ("reading_comprehension", 1_047_552)])  # fmt: skip
+def test_study3_builtins_refuse_sizes_they_cannot_fill(name: str, limit: int) -> None:
+    from reprlab.worker.data.loading import BUILTINS
+
+    assert BUILTINS[name].capacity // 2 == limit
+    if limit < 200_000:  # the schema caps n_eval + n_train at 200 000
+        with pytest.raises(DataError, match=f"can generate at most {limit} distinct items"):
+            load_dataset(BuiltinDataset(name=name, n_eval=100_000, n_train=limit - 99_999))
+    # The generator itself refuses one item more than half its capacity.
+    gen = BUILTINS[name]
+    with pytest.raises(DataError, match=f"at most {limit} distinct items; the spec asks for"):
+        generate_distinct(name, limit + 1, gen.capacity, 0, gen.draw)
+
+
+def test_item_spans_are_validated_and_carried_by_jsonl_and_inline_items(tmp_path: Path) -> None:
+    Item(input="abc", output="x", spans={"relevant": [0, 3]})
+    for bad, words in (([0, 4], "len\\(input\\) = 3"), ([2, 2], "start < end"),
+                       ([-1, 2], "0 <= start"), ([1], "must be \\[start, end\\]")):  # fmt: skip
+        with pytest.raises(ValidationError, match=words):
+            Item(input="abc", output="x", spans={"relevant": bad})
+    rows = [{"input": f"Q{i}: context here", "output": "o", "spans": {"relevant": [4, 11]}}
+            for i in range(6)]  # fmt: skip
+    f = tmp_path / "s.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d = load_dataset(JsonlDataset(path=str(f), n_eval=4, n_train=2), data_roots=[tmp_path])
+    assert all(e.spans == {"relevant": (4, 11)} for e in d.eval + d.train)
+    assert all(e.input[4:11] == "context" and e.labels == {} for e in d.eval)
+    inline = InlineDataset(items=[Item(input="ab", output="o", spans={"q": [1, 2]})] * 2,
+                           n_eval=1, n_train=1)  # fmt: skip
+    assert load_dataset(inline).eval[0].spans == {"q": (1, 2)}
+    with pytest.raises(ValueError, match=r"f.jsonl, line 1: spans: .*len\(input\) = 2"):
+        parse_jsonl('{"input": "ab", "output": "o", "spans": {"r": [0, 3]}}', source="f.jsonl")

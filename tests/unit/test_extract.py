@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from reprlab.schemas import ExtractionSpec
+from reprlab.schemas.specs import AttentionSpec, BuiltinDataset, ICLCondition, PromptSpec
+from reprlab.worker.data import load_dataset
 from reprlab.worker.errors import ExtractionError, JobCancelled, SpecError
 from reprlab.worker.extract import Activations, extract_activations, resolve_layers
+from reprlab.worker.prompts import Prompt, build_prompts
 
 N_BLOCKS = 4
 PROMPTS = [
@@ -251,3 +256,199 @@ def test_wrapped_model_is_unwrapped_to_its_decoder(tiny) -> None:
     finally:
         wrapped.unload()  # give the shared fixture model back without LoRA layers
     torch.testing.assert_close(lora.states, base.states, atol=1e-6, rtol=1e-6)
+
+
+# --- study 3: span max-pooling and attention mass to spans -----------------------------------
+
+
+def _study3_prompts(name: str = "reading_comprehension") -> list[Prompt]:
+    """Zero-shot and 2-shot prompts mixed, so batches carry left padding of varied width."""
+    d = load_dataset(BuiltinDataset(name=name, n_eval=4, n_train=8, seed=1))
+    zero = build_prompts(d, ICLCondition(name="z", k=0), PromptSpec())
+    two = build_prompts(d, ICLCondition(name="t", k=2, seed=3), PromptSpec())
+    return [zero[0], two[1], zero[2], two[3], two[0]]
+
+
+def _span_tokens(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, name: str) -> list[int]:
+    """The tokens of a span by the tokenizer's own char_to_token (independent of our code)."""
+    enc = tokenizer(prompt.text)
+    start, end = prompt.spans[name]
+    return sorted({t for c in range(start, end) if (t := enc.char_to_token(c)) is not None})
+
+
+@contextmanager
+def _eager(model: torch.nn.Module):
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def _hf_attentions(model, tokenizer, prompt: str) -> list[torch.Tensor]:
+    """transformers' own attention weights of one unpadded prompt: per block [heads, seq, seq]."""
+    ids = tokenizer(prompt, return_tensors="pt")
+    with _eager(model), torch.inference_mode():
+        out = model(**ids, output_attentions=True)
+    return [a[0] for a in out.attentions]
+
+
+@pytest.mark.parametrize("hidden_state", ["residual", "block_input_norm"])
+def test_span_max_is_the_max_over_the_span_tokens(tiny, hidden_state: str) -> None:
+    model, tokenizer = tiny
+    prompts = _study3_prompts()
+    spec = ExtractionSpec(position="span_max", span="irrelevant", batch_size=3,
+                          hidden_state=hidden_state)  # fmt: skip
+    acts = extract_activations(model, tokenizer, prompts, spec)
+    last = extract_activations(model, tokenizer, [p.text for p in prompts],
+                               ExtractionSpec(batch_size=3, hidden_state=hidden_state))  # fmt: skip
+    blocks = model.model.layers
+    for p, prompt in enumerate(prompts):
+        tokens = _span_tokens(tokenizer, prompt, "irrelevant")
+        assert 3 <= len(tokens) < acts.n_tokens[p] - 5
+        hs = _hf_hidden_states(model, tokenizer, prompt.text)
+        if hidden_state == "block_input_norm":
+            with torch.inference_mode():
+                hs = torch.stack([*(blocks[i].input_layernorm(hs[i]) for i in range(N_BLOCKS)),
+                                  hs[N_BLOCKS]])  # fmt: skip
+        expected = hs[:, tokens].amax(dim=1)
+        torch.testing.assert_close(acts.states[p], expected, atol=1e-5, rtol=1e-5)
+    assert acts.attention is None and acts.n_tokens == last.n_tokens
+    assert not torch.allclose(acts.states, last.states)
+
+
+def test_span_max_of_the_query_x_in_linear_regression(tiny) -> None:
+    model, tokenizer = tiny
+    prompts = _study3_prompts("linear_regression")
+    spec = ExtractionSpec(position="span_max", span="query", batch_size=5)
+    acts = extract_activations(model, tokenizer, prompts, spec)
+    for p, prompt in enumerate(prompts):
+        tokens = _span_tokens(tokenizer, prompt, "query")
+        hs = _hf_hidden_states(model, tokenizer, prompt.text)
+        torch.testing.assert_close(acts.states[p], hs[:, tokens].amax(dim=1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("per_head", [True, False])
+def test_attention_mass_matches_transformers_eager_attentions(tiny, per_head: bool) -> None:
+    model, tokenizer = tiny
+    prompts = _study3_prompts()
+    spec = ExtractionSpec(attention=AttentionSpec(per_head=per_head), batch_size=3)
+    assert model.config._attn_implementation == "sdpa"
+    acts = extract_activations(model, tokenizer, prompts, spec)
+    assert model.config._attn_implementation == "sdpa"  # restored after the pass
+    n_heads = model.config.num_attention_heads
+    shape = (
+        (len(prompts), N_BLOCKS + 1, n_heads, 2) if per_head else (len(prompts), N_BLOCKS + 1, 2)
+    )
+    assert acts.attention is not None and acts.attention.shape == shape
+    assert acts.attention.dtype == torch.float32
+    assert acts.attention_spans == ["relevant", "irrelevant"]
+    assert torch.isnan(acts.attention[:, 0]).all()  # the embeddings have no attention
+    for p, prompt in enumerate(prompts):
+        attentions = _hf_attentions(model, tokenizer, prompt.text)
+        tokens = [_span_tokens(tokenizer, prompt, s) for s in ("relevant", "irrelevant")]
+        # Layer i >= 1 is block i - 1: its last-token row summed over each span's tokens.
+        expected = torch.stack([
+            torch.stack([attentions[i - 1][:, -1, t].sum(-1) for t in tokens], dim=-1)
+            for i in range(1, N_BLOCKS + 1)
+        ])  # [layers, heads, spans]  # fmt: skip
+        if not per_head:
+            expected = expected.mean(dim=1)
+        torch.testing.assert_close(acts.attention[p, 1:], expected, atol=1e-5, rtol=1e-5)
+    # The same pass keeps the hidden states; eager and SDPA agree on them.
+    plain = extract_activations(model, tokenizer, prompts, ExtractionSpec(batch_size=3))
+    torch.testing.assert_close(acts.states, plain.states, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_follows_the_layer_selection_and_the_early_stop(tiny) -> None:
+    model, tokenizer = tiny
+    prompts = _study3_prompts()
+    full = extract_activations(model, tokenizer, prompts, ExtractionSpec(attention=AttentionSpec()))
+    hooks = _hook_counts(model)
+    calls: list[int] = []
+    handle = _count_calls(model.model.layers[2], calls)
+    try:
+        some = extract_activations(model, tokenizer, prompts,
+                                   ExtractionSpec(layers=[2, 0], attention=AttentionSpec(),
+                                                  batch_size=5))  # fmt: skip
+    finally:
+        handle.remove()
+    assert calls == []  # residual layer 2 is the input of block 2: blocks 0 and 1 run only
+    assert some.layers == [0, 2] and full.attention is not None and some.attention is not None
+    torch.testing.assert_close(some.attention, full.attention[:, [0, 2]], equal_nan=True)
+    assert _hook_counts(model) == hooks  # ours are gone (transformers keeps its own)
+
+
+def test_attention_implementation_is_restored_after_a_cancelled_pass(tiny) -> None:
+    model, tokenizer = tiny
+    spec = ExtractionSpec(attention=AttentionSpec(), batch_size=2)
+    hooks = _hook_counts(model)
+
+    def eager_now() -> bool:  # asked before each batch, inside the eager pass
+        return model.config._attn_implementation == "eager"
+
+    with pytest.raises(JobCancelled):
+        extract_activations(model, tokenizer, _study3_prompts(), spec, should_stop=eager_now)
+    assert model.config._attn_implementation == "sdpa"
+    assert _hook_counts(model) == hooks
+
+
+def _hook_counts(model: torch.nn.Module) -> list[tuple[int, int]]:
+    return [
+        (len(b._forward_pre_hooks), len(b.self_attn._forward_hooks)) for b in model.model.layers
+    ]
+
+
+def test_missing_or_bad_spans_name_the_prompt_item_and_span(tiny) -> None:
+    model, tokenizer = tiny
+    regression = _study3_prompts("linear_regression")
+    with pytest.raises(ExtractionError, match=r"prompt 0 \(item 0\) has no span 'irrelevant' "
+                                              r"\(its spans: 'query', 'relevant'\)"):  # fmt: skip
+        extract_activations(model, tokenizer, regression, ExtractionSpec(attention=AttentionSpec()))
+    with pytest.raises(ExtractionError, match="prompt 1 has no span 'relevant' .*none"):
+        extract_activations(model, tokenizer, [regression[0], "bare text"],
+                            ExtractionSpec(position="span_max"))  # fmt: skip
+    outside = Prompt("short", 7, (), {"relevant": (2, 9)})
+    with pytest.raises(
+        ExtractionError, match=r"span 'relevant' of prompt 0 \(item 7\) is \[2, 9\)"
+    ):
+        extract_activations(model, tokenizer, [outside], ExtractionSpec(position="span_max"))
+    assert model.config._attn_implementation == "sdpa"
+    # Position 'last' without attention reads no spans: bare strings are fine.
+    extract_activations(model, tokenizer, ["bare text"], ExtractionSpec(span="absent"))
+
+
+def test_spans_need_a_fast_tokenizer(tiny) -> None:
+    from transformers import ByT5Tokenizer
+
+    model, _ = tiny
+    slow = ByT5Tokenizer()  # a real python tokenizer: no offset mapping
+    with pytest.raises(ExtractionError, match="ByT5Tokenizer is a slow tokenizer") as err:
+        extract_activations(model, slow, _study3_prompts(), ExtractionSpec(position="span_max"))
+    assert "fast tokenizer" in (err.value.hint or "")
+
+
+@pytest.mark.parametrize("per_head", [True, False])
+def test_safetensors_round_trip_with_attention(tiny, per_head: bool, tmp_path: Path) -> None:
+    model, tokenizer = tiny
+    spec = ExtractionSpec(layers=[0, 3, -1], position="span_max",
+                          attention=AttentionSpec(spans=["irrelevant", "relevant"],
+                                                  per_head=per_head))  # fmt: skip
+    acts = extract_activations(model, tokenizer, _study3_prompts(), spec)
+    data = acts.to_safetensors({"condition": "icl-2"})
+    back = Activations.from_safetensors(data)
+    assert back.layers == [0, 3, 4] and back.attention_spans == ["irrelevant", "relevant"]
+    assert back.attention is not None and acts.attention is not None
+    torch.testing.assert_close(back.attention, acts.attention, atol=0, rtol=0, equal_nan=True)
+    torch.testing.assert_close(back.states, acts.states, atol=0, rtol=0)
+    arrays = safetensors.numpy.load(data)
+    assert set(arrays) == {"layer.0", "layer.3", "layer.4", "n_tokens", "attention"}
+    assert arrays["attention"].shape == tuple(acts.attention.shape)
+    path = tmp_path / "acts.safetensors"
+    path.write_bytes(data)
+    with safetensors.safe_open(str(path), framework="np") as f:
+        assert json.loads(f.metadata()["attention_spans"]) == ["irrelevant", "relevant"]
+    # Without attention the file is what it always was.
+    plain = extract_activations(model, tokenizer, PROMPTS, ExtractionSpec(layers=[1]))
+    assert Activations.from_safetensors(plain.to_safetensors({})).attention is None

@@ -8,7 +8,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -19,11 +19,14 @@ from pydantic import ValidationError
 import reprlab.worker.metrics as metrics_pkg
 from reprlab.schemas.specs import GrideMetric, TwoNNMetric
 from reprlab.worker.errors import MetricError
-from reprlab.worker.metrics import METRICS, compute_layer_metrics
+from reprlab.worker.metrics import METRICS, LayerInput, compute_layer_metrics
 from reprlab.worker.metrics.intrinsic_dim import (
+    MleAverage,
     gride,
     gride_scales,
     gride_scaling,
+    mle,
+    mle_sweep,
     normalised_auc,
     twonn,
 )
@@ -208,8 +211,9 @@ def test_normalised_auc_by_hand() -> None:
 
 def test_registry_holds_both_id_metrics() -> None:
     assert {"id_twonn", "id_gride"} <= set(METRICS)
-    assert METRICS["id_twonn"].max_k(TwoNNMetric()) == 2
-    assert METRICS["id_gride"].max_k(GrideMetric(range_max=100, report_n2=64)) == 64
+    data = LayerInput(x=torch.zeros(3, 2), labels={}, keep=np.arange(3))
+    assert METRICS["id_twonn"].max_k(TwoNNMetric(), data) == 2
+    assert METRICS["id_gride"].max_k(GrideMetric(range_max=100, report_n2=64), data) == 64
 
 
 def test_compute_layer_metrics_builds_one_graph_and_matches_the_estimators(
@@ -296,3 +300,89 @@ def test_unknown_or_repeated_metric_is_a_metric_error(data: Array) -> None:
     bogus = TwoNNMetric.model_construct(name="id_nope")
     with pytest.raises(MetricError, match="unknown metric 'id_nope'"):
         compute_layer_metrics(x, [bogus])  # type: ignore[list-item]
+
+
+# --- Levina-Bickel MLE --------------------------------------------------------------------------
+
+
+def _mle_by_hand(points: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.float64]:
+    """Per-point m_k(x_i) = [(1/(k-1)) sum_{j=1}^{k-1} log(T_k/T_j)]^-1, one point at a time."""
+    from scipy.spatial.distance import cdist
+
+    dist = cdist(points.astype(np.float64), points.astype(np.float64))
+    out = []
+    for i in range(points.shape[0]):
+        t = np.sort(np.delete(dist[i], i))[:k]  # T_1..T_k
+        out.append(1.0 / (sum(math.log(t[k - 1] / t[j]) for j in range(k - 1)) / (k - 1)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("k", [2, 5, 20])
+def test_mle_equals_a_direct_transcription_of_the_formula(k: int) -> None:
+    points = _gaussian(80, 3, 7, seed=9)
+    m = _mle_by_hand(points, k)
+    g = knn_graph(torch.from_numpy(points), 20)
+    by_estimates, by_inverses = mle(g, k), mle(g, k, average="inverses")
+    assert _rel(by_estimates.value, float(np.mean(m))) < 1e-12
+    assert by_estimates.error is not None
+    assert _rel(by_estimates.error, float(np.std(m, ddof=1) / math.sqrt(80))) < 1e-12
+    inv = 1.0 / m
+    assert _rel(by_inverses.value, float(1.0 / np.mean(inv))) < 1e-12
+    # delta method: sd(1/mean(inv)) = sd(mean(inv)) / mean(inv)^2
+    se = np.std(inv, ddof=1) / math.sqrt(80) / np.mean(inv) ** 2
+    assert by_inverses.error is not None and _rel(by_inverses.error, float(se)) < 1e-12
+    assert by_estimates.n_used == 80
+    assert by_estimates.scale == pytest.approx(float(np.mean(g.distances[:, 1 : k + 1])))
+
+
+def test_mle_sweep_gives_mle_at_each_k(graph: KnnGraph) -> None:
+    averages: tuple[MleAverage, ...] = ("estimates", "inverses")
+    for average in averages:
+        sweep = mle_sweep(graph, [15, 25, 50], average=average)
+        assert [s.k for s in sweep] == [15, 25, 50]
+        for s in sweep:
+            one = mle(graph, s.k, average=average)
+            assert (s.value, s.error, s.scale, s.n_used) == (
+                one.value,
+                one.error,
+                one.scale,
+                one.n_used,
+            )
+
+
+# On a Poisson process of dimension d, sum_{j<k} log(T_k/T_j) ~ Gamma(k-1, rate d): the mean of
+# the inverses is unbiased and the mean of the estimates is d (k-1)/(k-2). The Gaussian's falling
+# density biases both down as d grows (-6% at d = 10, k = 10 here); we allow 10%.
+@pytest.mark.parametrize(
+    ("points", "dim"),
+    [
+        (_gaussian(2000, 2, 50, seed=11), 2),
+        (_gaussian(2000, 5, 100, seed=12), 5),
+        (_gaussian(2000, 10, 100, seed=13), 10),
+        (_plane(2000, 50, seed=14), 2),
+    ],
+)
+def test_mle_on_known_manifolds(points: Array, dim: int) -> None:
+    g = knn_graph(torch.from_numpy(points), 10)
+    k = 10
+    assert abs(mle(g, k, average="inverses").value / dim - 1) < 0.1
+    assert abs(mle(g, k).value / (dim * (k - 1) / (k - 2)) - 1) < 0.1
+    assert mle(g, k).value > mle(g, k, average="inverses").value
+
+
+def test_mle_refuses_bad_k_duplicates_and_unknown_averages(data: Array) -> None:
+    g = knn_graph(torch.from_numpy(data[:200]), 16)
+    with pytest.raises(
+        MetricError, match="MLE needs the 20-th nearest neighbour; the graph has k=16"
+    ):
+        mle(g, 20)
+    with pytest.raises(MetricError, match="MLE needs k >= 2"):
+        mle(g, 1)
+    with pytest.raises(MetricError, match="average must be"):
+        mle(g, 5, average=cast(MleAverage, "median"))
+    dup = knn_graph(torch.from_numpy(np.concatenate([data[:50], data[:3]])), 8)
+    with pytest.raises(
+        MetricError, match=r"MLE: 6 points have their 1-th neighbour at distance 0"
+    ) as e:
+        mle_sweep(dup, [5])
+    assert e.value.hint is not None and "remove duplicate rows" in e.value.hint

@@ -1,6 +1,9 @@
-"""The kNN engine against brute-force references (scipy cdist, sklearn's exact kd-tree)."""
+"""The kNN engine against brute-force references (scipy cdist, sklearn's exact kd-tree), with
+float64 (CPU default) and float32 (GPU default) products, symmetric and plain product blocks."""
 
 from __future__ import annotations
+
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -9,10 +12,12 @@ import torch
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
+import reprlab.worker.metrics.knn as knn_module
 from reprlab.worker.errors import MetricError
 from reprlab.worker.metrics.knn import KnnGraph, knn_graph, remove_duplicates
 
 CPU = torch.device("cpu")
+Precision = Literal["float32", "float64"]
 
 
 def _brute_force(x: npt.NDArray[np.floating], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,3 +155,88 @@ def test_non_matrix_input_is_a_metric_error() -> None:
         knn_graph(torch.ones(10), 2)
     with pytest.raises(MetricError, match="2-D"):
         remove_duplicates(torch.ones(2, 3, 4))
+
+
+# --- both product precisions, their refinement and fallbacks ------------------------------------
+# "auto" is float64 products on the CPU (values kept where accurate, the rest refined); float32
+# products refine every candidate in float64 and fall back where they cannot rank a row.
+
+
+def _clusters(n: int, d: int, seed: int) -> npt.NDArray[np.float32]:
+    """n points around 5 centres in d dims, offset from the origin, float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(5, d))
+    return (centres[rng.integers(5, size=n)] + rng.normal(size=(n, d)) + 10.0).astype(np.float32)
+
+
+def _plane(n: int, d: int, seed: int) -> npt.NDArray[np.float32]:
+    """n points on a 2-D square embedded in d dims far from the origin (Gram values inexact)."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(n, 2)) @ rng.normal(size=(2, d)) + 50.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("chunk_size", [None, 7, 64])
+@pytest.mark.parametrize(
+    "points", [_clusters(300, 512, seed=4), _plane(400, 30, seed=5)], ids=["clusters", "plane"]
+)
+def test_both_product_precisions_match_brute_force(
+    points: npt.NDArray[np.float32], precision: Precision, chunk_size: int | None
+) -> None:
+    x = torch.from_numpy(points)
+    graph = knn_graph(x, 15, chunk_size=chunk_size, device=CPU, precision=precision)
+    _assert_matches(graph, points, 15)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_float32_products_fall_back_where_they_cannot_rank_and_float64_need_not(
+    precision: Precision, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in test_exact_where_float32_products_cannot_rank_neighbours: float32 products cannot
+    # rank these rows, so those rows are redone with float64 products; float64 products can.
+    rng = np.random.default_rng(3)
+    centre = np.zeros(8)
+    centre[0] = 1e4
+    x = np.concatenate([centre + rng.normal(size=(150, 8)), -centre + rng.normal(size=(150, 8))])
+    x = x.astype(np.float32)
+    redone: list[int] = []
+    original = knn_module._row_candidates
+
+    def counting(
+        xc: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, m: int, block: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        redone.append(rows.numel())
+        return original(xc, sq, rows, m, block)
+
+    monkeypatch.setattr(knn_module, "_row_candidates", counting)
+    graph = knn_graph(torch.from_numpy(x), 5, chunk_size=64, device=CPU, precision=precision)
+    _assert_matches(graph, x, 5)
+    assert (sum(redone) > 0) == (precision == "float32")
+
+
+def test_blocks_against_every_row_when_the_product_triangle_does_not_fit(
+    cloud: npt.NDArray[np.float32], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(knn_module, "_BLOCK_ELEMENTS", 4096)  # 503**2 / 2 does not fit
+    graph = knn_graph(torch.from_numpy(cloud), 12, device=CPU)
+    _assert_matches(graph, cloud, 12)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_exact_ties_get_identical_distances(
+    cloud: npt.NDArray[np.float32], precision: Precision
+) -> None:
+    # Rows 40.. copy rows 0..: a point's distances to a row and to its copy tie exactly, and
+    # products summed in different blocks would round them apart; near-ties are recomputed.
+    x = np.concatenate([cloud[:40], cloud[:40]])
+    graph = knn_graph(torch.from_numpy(x), 7, device=CPU, precision=precision)
+    _assert_matches(graph, x, 7)
+    # Columns 2.. hold each neighbour and its copy side by side (column 1 is the point's copy).
+    original = graph.indices[:, 2::2] % 40
+    np.testing.assert_array_equal(original, graph.indices[:, 3::2] % 40)
+    np.testing.assert_array_equal(graph.distances[:, 2::2], graph.distances[:, 3::2])
+
+
+def test_unknown_precision_is_a_metric_error(cloud: npt.NDArray[np.float32]) -> None:
+    with pytest.raises(MetricError, match="precision must be"):
+        knn_graph(torch.from_numpy(cloud), 3, precision=cast(Precision, "bfloat16"))

@@ -230,3 +230,46 @@ def test_training_texts_are_zero_shot_prompts_and_delimited_outputs() -> None:
         p.text for p in build_prompts(as_query, zero_shot, PromptSpec())
     ]
     assert [c for _, c in pairs] == [d.target_delimiter + d.train[j].output for j in (1, 0)]
+
+
+# --- study 3: item spans follow the query into the prompt -------------------------------------
+
+
+def _spanned() -> Dataset:
+    def item(i: int) -> Example:
+        text = f"Ann is in Rome {i}. Bo is in Oslo {i}.\nWhere is Ann?"
+        return Example(text, "Rome", {"subject": "geo"},
+                       {"relevant": (0, text.index(".") + 1), "irrelevant": (text.index("Bo"),
+                                                                text.index("\n"))})  # fmt: skip
+
+    return Dataset("spanned", train=[item(i) for i in range(4)], eval=[item(10), item(11)])
+
+
+@pytest.mark.parametrize(
+    ("k", "prompt"),
+    [(0, {}), (2, {}), (3, {"instruction": "Read.", "demo_separator": "\n"}),
+     (2, {"template": "mcq", "target_delimiter": " => "})],
+)  # fmt: skip
+def test_query_spans_map_onto_the_same_text_in_the_prompt(k: int, prompt: dict) -> None:
+    d = _spanned()
+    for p in _build(d, k, seed=1, **prompt):
+        query = d.eval[p.item]
+        assert set(p.spans) == {"relevant", "irrelevant"}
+        for name, (start, end) in query.spans.items():
+            assert p.text[slice(*p.spans[name])] == query.input[start:end]
+        # The mapped span points into the query, not into a demonstration with the same text.
+        assert p.spans["relevant"][0] == len(p.text) - len(query.input)
+    assert _build(_plain(), 2)[0].spans == {}  # items without spans give prompts without spans
+
+
+@pytest.mark.parametrize("name", ["linear_regression", "reading_comprehension"])
+def test_builtin_study3_spans_survive_demonstrations(name: str) -> None:
+    d = load_dataset(BuiltinDataset(name=name, n_eval=30, n_train=30, seed=2))
+    zero = build_prompts(d, ICLCondition(name="z", k=0), PromptSpec())
+    five = build_prompts(d, ICLCondition(name="f", k=5, seed=4), PromptSpec())
+    for p0, p5 in zip(zero, five, strict=True):
+        query = d.eval[p0.item]
+        assert p0.spans == query.spans  # zero-shot: the prompt is the query
+        for span, (start, end) in query.spans.items():
+            assert p5.text[slice(*p5.spans[span])] == query.input[start:end]
+            assert p5.spans[span][0] > start  # shifted past the demonstrations

@@ -79,6 +79,16 @@ def test_spec_round_trips_through_json() -> None:
         ({"extraction": {"layers": []}}, "layers"),
         ({"extraction": {"layers": [1, 1]}}, "duplicate"),
         ({"model": {"name": "m", "device": "tpu"}}, "model.device"),
+        ({"metrics": [{"name": "label_overlap", "k": 5, "class_fraction": 0.3}]}, "not both"),
+        ({"metrics": [{"name": "rsa", "hypotheses": [{"kind": "numeric"}]}]}, "exactly one"),
+        ({"metrics": [{"name": "rsa", "hypotheses": []}]}, "metrics.0.hypotheses"),
+        ({"metrics": [{"name": "id_mle", "ks": [1, 5]}]}, "ks must be distinct"),
+        ({"metrics": [{"name": "adp", "Z": 0}]}, "metrics.0.Z"),
+        ({"metrics": [{"name": "probe", "labels": ["a"], "folds": 1}]}, "metrics.0.folds"),
+        ({"metrics": [{"name": "attention_ratio"}]}, "extraction.attention"),
+        ({"comparisons": [{"metric": "cca", "a": "zero-shot", "b": "zero-shot"}]}, "'cka'"),
+        ({"comparisons": [{"metric": "cka", "a": "zero-shot", "b": "x"}]}, "no condition 'x'"),
+        ({"extraction": {"position": "middle"}}, "extraction.position"),
     ],
 )
 def test_bad_specs_are_rejected_naming_the_field(patch: dict[str, Any], where: str) -> None:
@@ -157,3 +167,28 @@ def test_every_public_field_is_described() -> None:
                 walk(value, f"{path}[{i}]")
 
     walk(schema, "JobSpec")
+
+
+def test_new_metrics_and_comparisons_round_trip_with_study_defaults() -> None:
+    spec = JobSpec.model_validate(
+        _with(
+            metrics=[
+                {"name": "adp"},
+                {"name": "label_overlap"},
+                {"name": "id_mle"},
+                {"name": "rsa", "hypotheses": [{"label": "sentiment"}]},
+            ],
+            comparisons=[{"a": "zero-shot", "b": "zero-shot"},
+                         {"metric": "data_overlap", "a": "zero-shot", "b": "zero-shot"}],
+        )
+    )  # fmt: skip
+    adp, overlap, mle, _ = spec.metrics
+    assert (adp.density_k, adp.Z, adp.halo, adp.maxk) == (16, 1.6, False, 100)  # type: ignore[union-attr]
+    assert (overlap.class_fraction, overlap.class_balanced) == (0.3, True)  # type: ignore[union-attr]
+    assert mle.ks == [15, 25, 50, 75, 100]  # type: ignore[union-attr]
+    assert [c.metric for c in spec.comparisons] == ["cosine", "data_overlap"]
+    assert spec.comparisons[1].ks == [30, 100, 300]  # type: ignore[union-attr]
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec
+    # k replaces the default class fraction instead of clashing with it.
+    k_only = JobSpec.model_validate(_with(metrics=[{"name": "label_overlap", "k": 7}]))
+    assert k_only.metrics[0].class_fraction is None  # type: ignore[union-attr]

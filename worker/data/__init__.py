@@ -1,4 +1,5 @@
-"""Datasets: built-in generators (`sentiment`, `mcq`), items inline in the spec, JSONL files.
+"""Datasets: built-in generators (`sentiment`, `mcq`, `linear_regression`,
+`reading_comprehension`), items inline in the spec, JSONL files.
 
 `load_dataset(spec)` returns a `Dataset` with a demonstration/training pool and the queries
 that are analysed, disjoint, deterministic given the spec's seed.

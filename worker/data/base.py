@@ -15,11 +15,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled item: the model sees `input`, the target is `output`."""
+    """One labelled item: the model sees `input`, the target is `output`.
+
+    `spans` names character ranges [start, end) of `input` (e.g. 'relevant', 'irrelevant') that
+    extraction can pool over or measure the attention paid to.
+    """
 
     input: str
     output: str
     labels: Mapping[str, str | int | float] = field(default_factory=dict)
+    spans: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,21 @@ class Dataset:
     template: Literal["plain", "mcq"] = "plain"
     target_delimiter: str = "\n"
     options: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuiltinGenerator:
+    """A built-in dataset: how many distinct items it has, how to draw one, its format.
+
+    `capacity` is a lower bound of distinct inputs (`generate_distinct` serves half of it);
+    `draw(rng, i)` makes item i; `options` is the closed label set for accuracy (empty if open).
+    """
+
+    capacity: int
+    draw: Callable[[Draws, int], Example]
+    template: Literal["plain", "mcq"] = "plain"
+    target_delimiter: str = "\n"
+    options: tuple[str, ...] = ()
 
 
 class Draws:

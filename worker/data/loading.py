@@ -7,8 +7,8 @@ from pathlib import Path
 
 from reprlab.schemas.jsonl import parse_jsonl
 from reprlab.schemas.specs import BuiltinDataset, DatasetSpec, InlineDataset, Item, JsonlDataset
-from reprlab.worker.data import mcq, sentiment
-from reprlab.worker.data.base import Dataset, Example, generate_distinct, split
+from reprlab.worker.data import linear_regression, mcq, reading_comprehension, sentiment
+from reprlab.worker.data.base import BuiltinGenerator, Dataset, Example, generate_distinct, split
 from reprlab.worker.errors import DataError, SpecError
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -30,19 +30,33 @@ def load_dataset(spec: DatasetSpec, *, data_roots: Sequence[Path] = ()) -> Datas
     return _jsonl(spec, data_roots)
 
 
+BUILTINS: dict[str, BuiltinGenerator] = {
+    "sentiment": sentiment.GENERATOR,
+    "mcq": mcq.GENERATOR,
+    "linear_regression": linear_regression.GENERATOR,
+    "reading_comprehension": reading_comprehension.GENERATOR,
+}
+
+
 def _builtin(spec: BuiltinDataset) -> Dataset:
-    module = sentiment if spec.name == "sentiment" else mcq
+    gen = BUILTINS[spec.name]
     n = spec.n_eval + spec.n_train
-    items = generate_distinct(spec.name, n, module.capacity(), spec.seed, module.draw)
+    items = generate_distinct(spec.name, n, gen.capacity, spec.seed, gen.draw)
     # Queries first: the analysed items do not change when only the pool size changes.
     eval_, train = items[: spec.n_eval], items[spec.n_eval :]
-    if spec.name == "sentiment":
-        return Dataset("sentiment", train, eval_, "plain", "\n", ["negative", "positive"])
-    return Dataset("mcq", train, eval_, "mcq", " ", list(mcq.LETTERS))
+    return Dataset(spec.name, train, eval_, gen.template, gen.target_delimiter, list(gen.options))
 
 
 def _examples(items: Sequence[Item]) -> list[Example]:
-    return [Example(it.input, it.output, dict(it.labels)) for it in items]
+    return [
+        Example(
+            it.input,
+            it.output,
+            dict(it.labels),
+            {name: (span[0], span[1]) for name, span in it.spans.items()},
+        )
+        for it in items
+    ]
 
 
 def _from_items(

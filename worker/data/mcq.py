@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reprlab.worker.data.base import Draws, Example
+from reprlab.worker.data.base import BuiltinGenerator, Draws, Example
 
 LETTERS = ["A", "B", "C", "D"]
 
@@ -180,3 +180,6 @@ def draw(rng: Draws, i: int) -> Example:
     text = "\n".join(lines) + "\nAnswer:"
     return Example(input=text, output=LETTERS[slot],
                    labels={"subject": subject, "answer": LETTERS[slot]})  # fmt: skip
+
+
+GENERATOR = BuiltinGenerator(capacity(), draw, "mcq", " ", tuple(LETTERS))

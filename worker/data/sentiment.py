@@ -9,7 +9,7 @@ token share it at the embedding layer.
 
 from __future__ import annotations
 
-from reprlab.worker.data.base import Draws, Example
+from reprlab.worker.data.base import BuiltinGenerator, Draws, Example
 
 THINGS = [
     "blender", "laptop", "backpack", "tent", "coffee maker", "phone case", "desk lamp",
@@ -126,3 +126,6 @@ def draw(rng: Draws, i: int) -> Example:
     text = opener + aside + _template(rng, positive, thing)
     label = "positive" if positive else "negative"
     return Example(input=text.strip(), output=label, labels={"sentiment": label})
+
+
+GENERATOR = BuiltinGenerator(capacity(), draw, "plain", "\n", ("negative", "positive"))

@@ -1,0 +1,441 @@
+"""The metrics a job can ask for, one `@register_metric` class per metric id.
+
+Each class turns a spec of `reprlab.schemas.metrics` into calls of the estimator modules
+(`intrinsic_dim`, `landscape`, `rsa`, `probes`) on one layer's `LayerInput`, and labels every
+output exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from reprlab.schemas.metrics import (
+    AttentionRatioMetric,
+    DensityPeaksMetric,
+    GrideMetric,
+    Hypothesis,
+    LabelOverlapMetric,
+    MleMetric,
+    ProbeMetric,
+    RsaMetric,
+    TwoNNMetric,
+)
+from reprlab.worker.errors import MetricError
+from reprlab.worker.metrics.base import LayerInput, MetricOutput, is_numeric, register_metric
+from reprlab.worker.metrics.bootstrap import gride_bootstrap, mle_bootstrap, twonn_bootstrap
+from reprlab.worker.metrics.intrinsic_dim import (
+    gride,
+    gride_scales,
+    gride_scaling,
+    mle_sweep,
+    twonn,
+)
+from reprlab.worker.metrics.knn import KnnGraph
+from reprlab.worker.metrics.landscape import (
+    Clustering,
+    Density,
+    adjusted_rand,
+    adp_clustering,
+    knn_density,
+    label_overlap,
+    label_overlap_k,
+)
+from reprlab.worker.metrics.probes import probe
+from reprlab.worker.metrics.rsa import (
+    COMPARE_LABELS,
+    RDM_LABELS,
+    categorical_rdm,
+    compare_rdms,
+    numeric_rdm,
+    rdm,
+    standardise,
+    user_rdm,
+)
+
+
+def _percent(fraction: float) -> str:
+    return f"{round(fraction * 100, 6):g}%"
+
+
+@register_metric("id_twonn")
+class TwoNNImpl:
+    """TwoNN intrinsic dimension (`twonn`), one output."""
+
+    def max_k(self, spec: TwoNNMetric, data: LayerInput) -> int:
+        return 2
+
+    def compute(self, data: LayerInput, spec: TwoNNMetric) -> list[MetricOutput]:
+        est = twonn(data.neighbours(), spec.discard_fraction)
+        if spec.discard_fraction == 0.0:
+            label = "TwoNN ID (maximum likelihood, no discard)"
+        else:
+            label = f"TwoNN ID (discard {_percent(spec.discard_fraction)})"
+        params = {"discard_fraction": spec.discard_fraction}
+        interval = None
+        if spec.bootstrap is not None:
+            b = spec.bootstrap
+            interval = twonn_bootstrap(
+                data.neighbours(), spec.discard_fraction,
+                n_boot=b.n, confidence=b.confidence, seed=b.seed,
+            )  # fmt: skip
+        return [MetricOutput(params, label, est.value, est.error, interval)]
+
+
+@register_metric("id_gride")
+class GrideImpl:
+    """Gride intrinsic dimension over a scale sweep; the `report_n2` scale comes first."""
+
+    def max_k(self, spec: GrideMetric, data: LayerInput) -> int:
+        return self._scales(spec)[-1][1]
+
+    def compute(self, data: LayerInput, spec: GrideMetric) -> list[MetricOutput]:
+        self._scales(spec)
+        outputs = [
+            MetricOutput(
+                params={"n1": s.n1, "n2": s.n2},
+                label=f"Gride ID (n1={s.n1}, n2={s.n2})",
+                value=s.value,
+                error=s.error,
+            )
+            for s in gride_scaling(data.neighbours(), spec.range_max)
+        ]
+        if spec.report_n2 is not None:
+            main = next(i for i, o in enumerate(outputs) if o.params["n2"] == spec.report_n2)
+            outputs.insert(0, outputs.pop(main))
+            if spec.bootstrap is not None:
+                b = spec.bootstrap
+                interval = gride_bootstrap(
+                    data.neighbours(), spec.report_n2 // 2, spec.report_n2,
+                    n_boot=b.n, confidence=b.confidence, seed=b.seed,
+                )  # fmt: skip
+                outputs[0] = replace(outputs[0], interval=interval)
+        return outputs
+
+    @staticmethod
+    def _scales(spec: GrideMetric) -> list[tuple[int, int]]:
+        scales = gride_scales(spec.range_max)
+        n2s = [n2 for _, n2 in scales]
+        if spec.report_n2 is not None and spec.report_n2 not in n2s:
+            why = "exceeds range_max" if spec.report_n2 > spec.range_max else "is not a scale"
+            raise MetricError(
+                f"Gride report_n2={spec.report_n2} {why}: the sweep with "
+                f"range_max={spec.range_max} has n2 = {', '.join(map(str, n2s))}",
+                hint="set report_n2 to a power of two between 2 and range_max",
+            )
+        return scales
+
+
+@register_metric("id_mle")
+class MleImpl:
+    """Levina-Bickel MLE intrinsic dimension, one curve per k (the first k is the main one)."""
+
+    def max_k(self, spec: MleMetric, data: LayerInput) -> int:
+        return max(spec.ks)
+
+    def compute(self, data: LayerInput, spec: MleMetric) -> list[MetricOutput]:
+        graph = data.neighbours()
+        how = "mean of per-point estimates" if spec.average == "estimates" else "inverse mean"
+        outputs = []
+        for s in mle_sweep(graph, spec.ks, spec.average):
+            interval = None
+            if spec.bootstrap is not None:
+                b = spec.bootstrap
+                interval = mle_bootstrap(
+                    graph, s.k, spec.average, n_boot=b.n, confidence=b.confidence, seed=b.seed
+                )
+            outputs.append(
+                MetricOutput(
+                    {"k": s.k, "average": spec.average},
+                    f"MLE ID (Levina-Bickel, k={s.k}, {how})",
+                    s.value,
+                    s.error,
+                    interval,
+                )
+            )
+        return outputs
+
+
+def _states(data: LayerInput) -> npt.NDArray[np.float64]:
+    return data.x.double().cpu().numpy()
+
+
+@register_metric("rsa")
+class RsaImpl:
+    """Model RDM vs each hypothesis RDM (Yousefi et al.); one curve per hypothesis."""
+
+    def max_k(self, spec: RsaMetric, data: LayerInput) -> int:
+        for h in spec.hypotheses:
+            if h.label is not None:
+                data.label(h.label)  # a missing field is a spec error, before any work
+        return 0
+
+    def compute(self, data: LayerInput, spec: RsaMetric) -> list[MetricOutput]:
+        x = _states(data)
+        if spec.standardise:
+            x = standardise(x)
+        model = rdm(x, spec.rdm)
+        n = x.shape[0]
+        outputs = []
+        for h in spec.hypotheses:
+            hyp, kind = self._hypothesis(data, h, n)
+            outputs.append(
+                MetricOutput(
+                    params={"hypothesis": h.title},
+                    label=(
+                        f"RSA: {COMPARE_LABELS[spec.compare]} of the model RDM "
+                        f"({RDM_LABELS[spec.rdm]}"
+                        f"{', standardised features' if spec.standardise else ''}) with the "
+                        f"{kind} RDM of {h.title!r}"
+                    ),
+                    value=compare_rdms(model, hyp, spec.compare),
+                )
+            )
+        return outputs
+
+    @staticmethod
+    def _hypothesis(data: LayerInput, h: Hypothesis, n: int) -> tuple[npt.NDArray[np.float64], str]:
+        if h.matrix is not None:
+            return user_rdm(np.asarray(h.matrix, dtype=np.float64), n), "user"
+        values = data.label(str(h.label))
+        numeric = is_numeric(values)
+        if h.kind == "numeric" and not numeric:
+            raise MetricError(
+                f"hypothesis {h.title!r} is numeric but label {h.label!r} has non-number values",
+                hint="use kind 'categorical' or 'auto'",
+            )
+        if h.kind == "numeric" or (h.kind == "auto" and numeric):
+            return numeric_rdm([float(v) for v in values]), "numeric |a - b|"
+        return categorical_rdm(values), "categorical (0 same, 1 different)"
+
+
+@register_metric("probe")
+class ProbeImpl:
+    """Cross-validated linear probe per label field: accuracy or R^2, spread over folds."""
+
+    def max_k(self, spec: ProbeMetric, data: LayerInput) -> int:
+        for name in spec.labels:
+            data.label(name)
+        return 0
+
+    def compute(self, data: LayerInput, spec: ProbeMetric) -> list[MetricOutput]:
+        x = _states(data)
+        outputs = []
+        for name in spec.labels:
+            values = data.label(name)
+            kind = spec.kind
+            if kind == "auto":
+                kind = "ridge" if is_numeric(values) else "logistic"
+            y: list[Any] = (
+                [float(v) for v in values] if kind == "ridge" else [str(v) for v in values]
+            )
+            res = probe(
+                x, y, kind, folds=spec.folds, seed=spec.seed,
+                C=spec.regularisation, alpha=spec.regularisation,
+            )  # fmt: skip
+            outputs.append(
+                MetricOutput(
+                    params={"label": name},
+                    label=f"{res.label} of {name!r}",
+                    value=res.mean,
+                    error=res.std,
+                )
+            )
+        return outputs
+
+
+@register_metric("attention_ratio")
+class AttentionRatioImpl:
+    """Attention mass to the relevant span over the irrelevant span (Yousefi et al.).
+
+    The ratio of the masses summed over queries (robust to queries that barely attend to the
+    irrelevant span), then the mean mass on each span; with per-head extraction, the ratio of
+    each head follows.
+    """
+
+    def max_k(self, spec: AttentionRatioMetric, data: LayerInput) -> int:
+        self._columns(spec, data)
+        return 0
+
+    def compute(self, data: LayerInput, spec: AttentionRatioMetric) -> list[MetricOutput]:
+        rel, irr = self._columns(spec, data)
+        att = data.attention
+        if att is None:
+            raise MetricError("attention was not extracted")
+        if not np.all(np.isfinite(att[..., [rel, irr]])):
+            raise MetricError("no attention at this layer (the embedding layer has none)")
+        r, i = att[..., rel], att[..., irr]  # [n] or [n, heads]
+        what = f"{spec.relevant!r} / {spec.irrelevant!r}"
+
+        def ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float | None:
+            den = float(b.sum())
+            return float(a.sum()) / den if den > 0 else None
+
+        outputs = [
+            MetricOutput(
+                params={"stat": "ratio"},
+                label=f"attention ratio {what} from the last token (summed over queries)",
+                value=ratio(r, i),
+            ),
+            MetricOutput(
+                params={"stat": "relevant"},
+                label=f"attention mass on {spec.relevant!r} from the last token (mean)",
+                value=float(r.mean()),
+            ),
+            MetricOutput(
+                params={"stat": "irrelevant"},
+                label=f"attention mass on {spec.irrelevant!r} from the last token (mean)",
+                value=float(i.mean()),
+            ),
+        ]
+        if r.ndim == 2:
+            outputs += [
+                MetricOutput(
+                    params={"stat": "ratio", "head": h},
+                    label=f"attention ratio {what}, head {h}",
+                    value=ratio(r[:, h], i[:, h]),
+                )
+                for h in range(r.shape[1])
+            ]
+        return outputs
+
+    @staticmethod
+    def _columns(spec: AttentionRatioMetric, data: LayerInput) -> tuple[int, int]:
+        if data.attention is None:
+            raise MetricError(
+                "attention_ratio needs attention masses, which this job did not extract",
+                hint="set extraction.attention with the spans to measure",
+            )
+        cols = []
+        for span in (spec.relevant, spec.irrelevant):
+            if span not in data.attention_spans:
+                raise MetricError(
+                    f"attention_ratio needs span {span!r}; the extraction measured "
+                    f"{data.attention_spans}",
+                    hint="list the span in extraction.attention.spans",
+                )
+            cols.append(data.attention_spans.index(span))
+        return cols[0], cols[1]
+
+
+def landscape_needs(density_k: int, id_method: str, maxk: int, n: int) -> int:
+    """Neighbours the density-peak landscape needs on n distinct points."""
+    need_id = 2 * density_k if id_method == "gride" else 2
+    return max(density_k, need_id, min(maxk, n - 1))
+
+
+def landscape_clusters(
+    graph: KnnGraph, density_k: int, id_method: str, Z: float, halo: bool, maxk: int
+) -> tuple[Clustering, Density]:
+    """ID on the graph, then the kNN density with that ID, then ADP clusters (Doimo et al.).
+
+    The ID is Gride at n1 = density_k, n2 = 2 density_k, or TwoNN discarding 10%.
+    """
+    if id_method == "gride":
+        dim = gride(graph, density_k, 2 * density_k).value
+    else:
+        dim = twonn(graph, 0.1).value
+    density = knn_density(graph, density_k, dim)
+    clusters = adp_clustering(graph, density, Z, halo, maxk=min(maxk, graph.k))
+    return clusters, density
+
+
+@register_metric("adp")
+class DensityPeaksImpl:
+    """Density-peak landscape: clusters, core fraction, mean log density, ARI per label."""
+
+    def max_k(self, spec: DensityPeaksMetric, data: LayerInput) -> int:
+        for name in spec.labels or []:
+            data.label(name)
+        return landscape_needs(spec.density_k, spec.intrinsic_dim, spec.maxk, len(data.keep))
+
+    def compute(self, data: LayerInput, spec: DensityPeaksMetric) -> list[MetricOutput]:
+        graph = data.neighbours()
+        clusters, density = landscape_clusters(
+            graph, spec.density_k, spec.intrinsic_dim, spec.Z, spec.halo, spec.maxk
+        )
+        what = (
+            f"ADP (Z={spec.Z:g}, kNN density k={spec.density_k}, "
+            f"{'Gride' if spec.intrinsic_dim == 'gride' else 'TwoNN'} ID"
+            f"{', halo' if spec.halo else ''})"
+        )
+        outputs = [
+            MetricOutput(
+                {"stat": "n_clusters"}, f"number of clusters, {what}", clusters.n_clusters
+            ),
+            MetricOutput(
+                {"stat": "core_fraction"},
+                f"fraction of core (non-halo) points, {what}",
+                clusters.core_fraction,
+            ),
+            MetricOutput(
+                {"stat": "log_density"},
+                f"mean log kNN density (k={spec.density_k}, ID {density.intrinsic_dim:.3g})",
+                float(np.mean(density.log_den)),
+            ),
+        ]
+        fields = spec.labels if spec.labels is not None else data.categorical_fields()
+        for name in fields:
+            assigned = clusters.labels >= 0
+            truth = data.label(name, unique=True)
+            value = adjusted_rand(
+                clusters.labels[assigned], [t for t, a in zip(truth, assigned, strict=True) if a]
+            )
+            outputs.append(
+                MetricOutput(
+                    {"stat": "ari", "label": name},
+                    f"adjusted Rand index of the ADP clusters with {name!r}"
+                    f"{' (halo points left out)' if spec.halo else ''}",
+                    value,
+                )
+            )
+        return outputs
+
+
+@register_metric("label_overlap")
+class LabelOverlapImpl:
+    """Neighbourhood label overlap per label field (Doimo et al.)."""
+
+    def max_k(self, spec: LabelOverlapMetric, data: LayerInput) -> int:
+        fields = self._fields(spec, data)
+        if spec.k is not None:
+            return spec.k
+        fraction = float(spec.class_fraction or 0.0)
+        return max(label_overlap_k(data.label(f, unique=True), fraction) for f in fields)
+
+    def compute(self, data: LayerInput, spec: LabelOverlapMetric) -> list[MetricOutput]:
+        graph = data.neighbours()
+        if spec.k is not None:
+            hood = f"k={spec.k}"
+        else:
+            hood = f"k = {spec.class_fraction:g} x class size"
+        balanced = ", class-balanced" if spec.class_balanced else ""
+        return [
+            MetricOutput(
+                {"label": name},
+                f"label overlap of {name!r} ({hood}{balanced})",
+                label_overlap(
+                    graph,
+                    data.label(name, unique=True),
+                    k=spec.k,
+                    class_fraction=spec.class_fraction if spec.k is None else None,
+                    class_balanced=spec.class_balanced,
+                ),
+            )
+            for name in self._fields(spec, data)
+        ]
+
+    @staticmethod
+    def _fields(spec: LabelOverlapMetric, data: LayerInput) -> list[str]:
+        fields = spec.labels if spec.labels is not None else data.categorical_fields()
+        for name in fields:
+            data.label(name)
+        if not fields:
+            raise MetricError(
+                "label_overlap found no categorical label field on every item",
+                hint="give the items labels, or name the fields in 'labels'",
+            )
+        return list(fields)
