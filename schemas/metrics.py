@@ -232,6 +232,13 @@ class RsaMetric(StrictModel):
         default=True,
         description="z-score each feature over the queries before the RDM (Yousefi et al.).",
     )
+    bootstrap: BootstrapSpec | None = Field(
+        default=None,
+        description=(
+            "Also give a bootstrap confidence interval per layer and hypothesis, resampling "
+            "the queries (pairs of copies of one query left out); costs n comparisons."
+        ),
+    )
 
 
 class ProbeMetric(StrictModel):

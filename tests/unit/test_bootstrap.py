@@ -149,3 +149,55 @@ def test_resamples_come_in_batches_without_changing_the_interval(
     monkeypatch.setattr(bootstrap_module, "_BATCH_ELEMENTS", 500 * 7)  # 7 resamples a batch
     assert twonn_bootstrap(small, n_boot=300, seed=5) == pytest.approx(whole, abs=0.0)
     assert not math.isnan(whole[0])
+
+
+# --- RSA: resampling items, pairs of copies left out ---------------------------------------------
+
+
+def _rsa_reference(model, hyp, method, n_boot, confidence, seed):  # type: ignore[no-untyped-def]
+    """The same resampling spelled out on square matrices."""
+    from scipy.spatial.distance import squareform
+
+    from reprlab.worker.metrics.rsa import correlate
+
+    sa, sb = squareform(model), squareform(hyp)
+    n = sa.shape[0]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        items = rng.integers(0, n, size=n)
+        va, vb = [], []
+        for p in range(n):
+            for q in range(p + 1, n):
+                if items[p] != items[q]:
+                    va.append(sa[items[p], items[q]])
+                    vb.append(sb[items[p], items[q]])
+        stats.append(correlate(np.array(va), np.array(vb), method))
+    alpha = (1 - confidence) / 2
+    return tuple(np.quantile(stats, [alpha, 1 - alpha]))
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall_tau_a", "pearson"])
+def test_rsa_bootstrap_equals_the_spelled_out_resampling(method: str) -> None:
+    from reprlab.worker.metrics.bootstrap import rsa_bootstrap
+    from reprlab.worker.metrics.rsa import categorical_rdm, compare_rdms, rdm
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=24)
+    x = rng.normal(size=(24, 6)) + labels[:, None]
+    model, hyp = rdm(x, "cosine"), categorical_rdm(labels.tolist())
+    ours = rsa_bootstrap(model, hyp, method, n_boot=60, confidence=0.9, seed=5)  # type: ignore[arg-type]
+    ref = _rsa_reference(model, hyp, method, 60, 0.9, 5)
+    assert ours == pytest.approx(ref, abs=1e-12)
+    est = compare_rdms(model, hyp, method)  # type: ignore[arg-type]
+    assert ours[0] <= est <= ours[1]
+    assert rsa_bootstrap(model, hyp, method, n_boot=60, confidence=0.9, seed=5) == ours  # type: ignore[arg-type]
+
+
+def test_rsa_bootstrap_refuses_mismatched_rdms() -> None:
+    from reprlab.worker.metrics.bootstrap import rsa_bootstrap
+
+    with pytest.raises(MetricError, match="cannot be compared"):
+        rsa_bootstrap(np.ones(6), np.ones(10), "spearman")
+    with pytest.raises(MetricError, match="not the length of a condensed RDM"):
+        rsa_bootstrap(np.arange(5.0), np.arange(5.0), "spearman")

@@ -45,7 +45,11 @@ def _spec(model_dir: Path, **kw: Any) -> dict[str, Any]:
             {"name": "id_mle", "ks": [5, 10], "bootstrap": {"n": 200}},
             {"name": "adp", "density_k": 4, "labels": ["attribute"]},
             {"name": "label_overlap", "labels": ["attribute"], "k": 5},
-            {"name": "rsa", "hypotheses": [{"label": "attribute"}, {"label": "relevant_first"}]},
+            {
+                "name": "rsa",
+                "hypotheses": [{"label": "attribute"}, {"label": "relevant_first"}],
+                "bootstrap": {"n": 100},
+            },
             {"name": "probe", "labels": ["attribute"], "folds": 3},
             {"name": "attention_ratio"},
         ],
@@ -121,10 +125,11 @@ def test_values_equal_direct_estimator_calls(job: tuple[Any, Any]) -> None:
             rel, irr = att[:, j, 0].double().sum(), att[:, j, 1].double().sum()
             ratio = _curve(out, "icl", "attention_ratio", stat="ratio").values[j]
             assert ratio == pytest.approx(float(rel / irr))
-    tw = _curve(out, "icl", "id_twonn")
-    assert tw.ci_low is not None and tw.ci_high is not None
-    for v, lo, hi in zip(tw.values, tw.ci_low, tw.ci_high, strict=True):
-        assert lo <= v <= hi
+    for metric, params in (("id_twonn", {}), ("rsa", {"hypothesis": "attribute"})):
+        c = _curve(out, "icl", metric, **params)
+        assert c.ci_low is not None and c.ci_high is not None
+        for v, lo, hi in zip(c.values, c.ci_low, c.ci_high, strict=True):
+            assert lo <= v <= hi
 
 
 def test_comparisons_equal_direct_calls(job: tuple[Any, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Percentile bootstrap confidence intervals for the nearest-neighbour ID estimators.
+"""Percentile bootstrap confidence intervals: the nearest-neighbour ID estimators, and RSA.
 
 Resampling points with replacement would put duplicate points in the data, and a duplicate is
 its copy's nearest neighbour at distance 0: TwoNN, Gride and the MLE break down. Each estimator
@@ -28,6 +28,7 @@ from reprlab.worker.metrics.intrinsic_dim import (
     twonn_ratios,
 )
 from reprlab.worker.metrics.knn import KnnGraph
+from reprlab.worker.metrics.rsa import CompareMethod, correlate
 
 FloatArray = npt.NDArray[np.float64]
 # Resampled values held at once (resamples x points), to bound memory.
@@ -142,3 +143,60 @@ def mle_bootstrap(
         confidence=confidence,
         seed=seed,
     )
+
+
+def rsa_bootstrap(
+    model: npt.ArrayLike,
+    hypothesis: npt.ArrayLike,
+    method: CompareMethod,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of an RDM comparison, resampling items.
+
+    Each resample draws n items with replacement (numpy's default generator, `seed`) and
+    compares the two RDMs on the pairs of resampled items that are different items: a pair of
+    copies of one item has dissimilarity 0 in both RDMs by construction and is left out (the
+    pattern bootstrap of rsatoolbox's `bootstrap_sample_pattern` does the same). Costs n_boot
+    comparisons of about n(n-1)/2 pairs each.
+
+    Args:
+        model, hypothesis: condensed RDMs of the same n items (scipy `squareform` order).
+        method: as `rsa.compare_rdms`.
+
+    Raises:
+        MetricError: RDMs of different lengths, bad arguments, or a comparison undefined on
+            more than 1% of the resamples (e.g. a hypothesis that is constant on most of them).
+    """
+    a = np.asarray(model, dtype=np.float64)
+    b = np.asarray(hypothesis, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise MetricError(f"RDMs of shapes {a.shape} and {b.shape} cannot be compared")
+    n = int(round((1 + np.sqrt(1 + 8 * a.size)) / 2))
+    if n * (n - 1) // 2 != a.size or n < 3:
+        raise MetricError(f"{a.size} is not the length of a condensed RDM of 3 or more items")
+    if n_boot < 1 or not 0.0 < confidence < 1.0:
+        raise MetricError(f"need n_boot >= 1 and confidence in (0, 1); got {n_boot}, {confidence}")
+    rng = np.random.default_rng(seed)
+    upper = np.triu_indices(n, k=1)
+    stats, failed = [], 0
+    for _ in range(n_boot):
+        items = rng.integers(0, n, size=n)
+        i, j = items[upper[0]], items[upper[1]]
+        keep = i != j
+        lo, hi = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+        pos = n * lo - lo * (lo + 1) // 2 + (hi - lo - 1)
+        try:
+            stats.append(correlate(a[pos], b[pos], method))
+        except MetricError:
+            failed += 1
+    if failed > n_boot // 100:
+        raise MetricError(
+            f"bootstrap: the RDM comparison is undefined on {failed} of {n_boot} resamples",
+            hint="analyse more items, or a hypothesis with more than one level",
+        )
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(np.asarray(stats), [alpha, 1.0 - alpha])
+    return float(low), float(high)

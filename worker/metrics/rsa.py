@@ -182,6 +182,12 @@ def compare_rdms(a: npt.ArrayLike, b: npt.ArrayLike, method: CompareMethod) -> f
             f"the RDMs have {va.shape[0]} and {vb.shape[0]} entries",
             hint="build both RDMs from the same items in the same order",
         )
+    return correlate(va, vb, method)
+
+
+def correlate(va: FloatArray, vb: FloatArray, method: CompareMethod) -> float:
+    """`compare_rdms` on two finite 1-D vectors of equal length (no RDM-shape checks), e.g. the
+    entries of two RDMs at a subset of pairs."""
     if method == "spearman":
         return _pearson(_average_ranks(va), _average_ranks(vb))
     if method == "pearson":

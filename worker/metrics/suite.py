@@ -26,7 +26,12 @@ from reprlab.schemas.metrics import (
 )
 from reprlab.worker.errors import MetricError
 from reprlab.worker.metrics.base import LayerInput, MetricOutput, is_numeric, register_metric
-from reprlab.worker.metrics.bootstrap import gride_bootstrap, mle_bootstrap, twonn_bootstrap
+from reprlab.worker.metrics.bootstrap import (
+    gride_bootstrap,
+    mle_bootstrap,
+    rsa_bootstrap,
+    twonn_bootstrap,
+)
 from reprlab.worker.metrics.intrinsic_dim import (
     gride,
     gride_scales,
@@ -182,6 +187,12 @@ class RsaImpl:
         outputs = []
         for h in spec.hypotheses:
             hyp, kind = self._hypothesis(data, h, n)
+            interval = None
+            if spec.bootstrap is not None:
+                b = spec.bootstrap
+                interval = rsa_bootstrap(
+                    model, hyp, spec.compare, n_boot=b.n, confidence=b.confidence, seed=b.seed
+                )
             outputs.append(
                 MetricOutput(
                     params={"hypothesis": h.title},
@@ -192,6 +203,7 @@ class RsaImpl:
                         f"{kind} RDM of {h.title!r}"
                     ),
                     value=compare_rdms(model, hyp, spec.compare),
+                    interval=interval,
                 )
             )
         return outputs
