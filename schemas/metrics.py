@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from reprlab.schemas._base import StrictModel
+from reprlab.schemas._base import StrictModel, tag_or_default
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 LABEL_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
@@ -359,12 +359,6 @@ class RsaComparison(_Comparison):
     standardise: bool = Field(default=True, description="z-score features before the RDMs.")
 
 
-def _comparison_metric(value: object) -> str:
-    if isinstance(value, dict):
-        return str(value.get("metric", "cosine"))
-    return str(getattr(value, "metric", "cosine"))
-
-
 ComparisonSpec = Annotated[
     Annotated[CosineComparison, Tag("cosine")]
     | Annotated[CkaComparison, Tag("cka")]
@@ -372,7 +366,7 @@ ComparisonSpec = Annotated[
     | Annotated[PartitionAriComparison, Tag("partition_ari")]
     | Annotated[RsaComparison, Tag("rsa")],
     Discriminator(
-        _comparison_metric,
+        tag_or_default("metric", "cosine"),
         custom_error_type="invalid_comparison_metric",
         custom_error_message=(
             "comparison metric must be one of 'cosine', 'cka', 'data_overlap', "

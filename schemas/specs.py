@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from reprlab.schemas._base import StrictModel
+from reprlab.schemas._base import StrictModel, tag_or_default
 from reprlab.schemas.metrics import (
     NAME_PATTERN,
     ComparisonSpec,
@@ -163,19 +163,12 @@ class JsonlDataset(_DatasetBase):
     )
 
 
-def _dataset_source(value: Any) -> str:
-    # 'source' may be left out for built-in datasets, the common case in hand-written specs.
-    if isinstance(value, dict):
-        return str(value.get("source", "builtin"))
-    return str(getattr(value, "source", "builtin"))
-
-
 DatasetSpec = Annotated[
     Annotated[BuiltinDataset, Tag("builtin")]
     | Annotated[InlineDataset, Tag("inline")]
     | Annotated[JsonlDataset, Tag("jsonl")],
     Discriminator(
-        _dataset_source,
+        tag_or_default("source", "builtin"),
         custom_error_type="invalid_dataset_source",
         custom_error_message="dataset.source must be one of 'builtin', 'inline', 'jsonl'",
     ),
@@ -425,16 +418,10 @@ class SFTCondition(_Sweepable):
         ) | {"seed": self.seed_value, "k": self.k_value}
 
 
-def _condition_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("paradigm", "icl"))
-    return str(getattr(value, "paradigm", "icl"))
-
-
 Condition = Annotated[
     Annotated[ICLCondition, Tag("icl")] | Annotated[SFTCondition, Tag("sft")],
     Discriminator(
-        _condition_kind,
+        tag_or_default("paradigm", "icl"),
         custom_error_type="invalid_paradigm",
         custom_error_message="paradigm must be one of 'icl', 'sft'",
     ),
