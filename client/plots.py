@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from rich.table import Table
 
@@ -122,10 +122,10 @@ def plot_comparisons(results: JobResults, path: str | Path) -> Path:
         label: sorted({c.k for c in comps}, key=lambda k: -1 if k is None else k)
         for label, comps in groups.items()
     }
-    cols = max(len(ks) for ks in ks_of.values())
-    fig, axes = plt.subplots(
-        len(groups), cols, figsize=(4.2 * cols, 3.6 * len(groups)), dpi=120, squeeze=False
-    )
+    matrices = [c for c in results.comparisons if c.matrix is not None]
+    cols = max(max(len(ks) for ks in ks_of.values()), len(matrices))
+    rows = len(groups) + bool(matrices)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), dpi=120, squeeze=False)
     try:
         for row, (label, comps) in enumerate(groups.items()):
             for col in range(cols):
@@ -148,9 +148,11 @@ def plot_comparisons(results: JobResults, path: str | Path) -> Path:
                 ax.set_title(("all" if k is None else f"k = {k}"), fontsize=9)
                 ax.set_xlabel("layer (0 = embeddings)")
                 ax.grid(alpha=0.3)
+                ax.legend(fontsize=7)
                 if col == 0:
                     ax.set_ylabel(_wrap(label), fontsize=8)
-                    ax.legend(fontsize=7)
+        if matrices:
+            _draw_matrices(fig, axes[-1], matrices)
         fig.suptitle(
             f"Cross-condition comparisons (mean ± std over seeds) — {results.model.name}",
             fontsize=10,
@@ -162,6 +164,26 @@ def plot_comparisons(results: JobResults, path: str | Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _draw_matrices(fig: Any, axes: Any, comps: list[ComparisonResult]) -> None:
+    """Heatmaps of layer x layer comparisons (a's layers down, b's across), one per panel."""
+    import numpy as np
+
+    for col, ax in enumerate(axes):
+        if col >= len(comps):
+            ax.set_visible(False)
+            continue
+        comp = comps[col]
+        grid = np.array(
+            [[np.nan if v is None else v for v in row] for row in comp.matrix or []], dtype=float
+        )
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_xlabel(f"{comp.b} layer")
+        ax.set_ylabel(f"{comp.a} layer")
+        k = "" if comp.k is None else f", k = {comp.k}"
+        ax.set_title(_wrap(f"{comp.label}{k}, layer x layer"), fontsize=8)
 
 
 def _wrap(text: str, width: int = 40) -> str:

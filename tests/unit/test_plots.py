@@ -135,3 +135,27 @@ def test_a_wide_table_wraps_names_instead_of_cutting_them() -> None:
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "2.50" in text and "2.500" not in text  # two decimals with many columns
+
+
+def test_comparison_matrices_and_null_layers_are_drawn_and_tabled(tmp_path: Path) -> None:
+    from reprlab.client.plots import format_comparisons, plot_comparisons
+    from reprlab.schemas.results import ComparisonResult
+
+    results = _with_seeds_and_comparisons()
+    results.comparisons.append(
+        ComparisonResult(
+            metric="cka", label="CKA, linear, biased", params={"debiased": False}, a="icl",
+            b="it", layers=[0, 1, 2, 3], mean=[None, 0.8, 0.7, 0.6], std=[None, 0.0, 0.0, 0.0],
+            pairs=[["icl.s0", "it.s0"]],
+            matrix=[[None, 0.1, 0.2, 0.3], [0.1, 0.8, 0.4, 0.3], [0.2, 0.4, 0.7, 0.5],
+                    [0.3, 0.3, 0.5, 0.6]],
+        )
+    )  # fmt: skip
+    path = plot_comparisons(results, tmp_path / "cmp.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    console = Console(width=160, record=True)
+    table = format_comparisons(results)
+    assert table is not None
+    console.print(table)
+    text = console.export_text()
+    assert "cka icl~it debiased=False" in text and "—" in text and "0.800±0.000" in text
