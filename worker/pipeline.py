@@ -107,7 +107,6 @@ class _Context:
     artifacts: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
-    comparison_warnings: list[str] = field(default_factory=list)
     _loaded: LoadedModel | None = None
     _trainee: tuple[str, Trainee] | None = None
     _trainee_weights: str | None = None
@@ -223,6 +222,7 @@ def run_pipeline(
     with _stage(reporter, "data") as rec:
         dataset = load_dataset(spec.dataset, data_roots=data_roots)
         rec.detail = f"{dataset.name}: {len(dataset.eval)} queries, {len(dataset.train)} train"
+        labels = _label_table(dataset, spec)  # a missing label field fails before model work
     with _stage(reporter, "resolve-model") as rec:
         resolved = resolve_model(spec.model, cache_dir=model_cache, allowed_roots=model_roots)
         rec.detail = resolved.description
@@ -236,16 +236,17 @@ def run_pipeline(
         model_roots=model_roots,
     )
     units = _extract_all(ctx, dataset)
-    conditions = _metrics_all(ctx, units, _label_table(dataset, ctx.spec))
+    conditions = _metrics_all(ctx, units, labels)
+    comparisons, warnings = _comparisons(ctx, units)
     info = _model_info(ctx)
     results = JobResults(
         job_id=job_id,
         model=info,
         conditions=conditions,
         aggregates=seed_aggregates(conditions),
-        comparisons=_comparisons(ctx, units),
+        comparisons=comparisons,
+        warnings=warnings,
     )
-    results.warnings = ctx.comparison_warnings
     _write_report(ctx, results, job_id)
     reporter.progress("done", 1.0, "finished")
     return PipelineOutput(results=results, artifact_keys=dict(ctx.artifacts))
@@ -555,10 +556,10 @@ def _metrics_all(
     return results
 
 
-def _comparisons(ctx: _Context, units: list[_Unit]) -> list[ComparisonResult]:
+def _comparisons(ctx: _Context, units: list[_Unit]) -> tuple[list[ComparisonResult], list[str]]:
     """The spec's cross-condition comparisons over the final weights of each condition."""
     if not ctx.spec.comparisons:
-        return []
+        return [], []
     members = [
         Member(
             u.name, u.condition.group, u.condition.swept, u.acts.layers, u.acts.states,
@@ -569,16 +570,17 @@ def _comparisons(ctx: _Context, units: list[_Unit]) -> list[ComparisonResult]:
     ]  # fmt: skip
     device = _metric_device(ctx.spec.model.device)
     out: list[ComparisonResult] = []
+    warnings: list[str] = []
     with _stage(ctx.reporter, "comparisons") as rec:
         for comp in ctx.spec.comparisons:
             ctx.check_stop()
-            results, warnings = compare_conditions(members, comp, device)
+            results, why = compare_conditions(members, comp, device)
             out += results
-            ctx.comparison_warnings += warnings
+            warnings += why
         rec.detail = f"{len(out)} comparison curves"
-        if ctx.comparison_warnings:
-            rec.detail += f"; {len(ctx.comparison_warnings)} undefined values (see warnings)"
-    return out
+        if warnings:
+            rec.detail += f"; {len(warnings)} undefined values (see warnings)"
+    return out, warnings
 
 
 def _condition_curves(

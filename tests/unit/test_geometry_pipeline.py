@@ -158,8 +158,13 @@ def test_comparisons_equal_direct_calls(job: tuple[Any, Any]) -> None:
 def test_a_label_field_the_data_lacks_is_a_spec_error(tiny_model_dir: Path, tmp_path: Path) -> None:
     spec = _spec(tiny_model_dir, metrics=[{"name": "probe", "labels": ["subject"]}],
                  comparisons=[])  # fmt: skip
+    reporter = NullReporter()
     with pytest.raises(SpecError, match="subject.*every query has: answer, attribute"):
-        _run(spec, ArtifactStore(str(tmp_path)), tiny_model_dir)
+        run_pipeline(JobSpec.model_validate(spec), store=ArtifactStore(str(tmp_path)),
+                     model_cache=tiny_model_dir.parent, reporter=reporter,
+                     model_roots=[tiny_model_dir.parent])  # fmt: skip
+    # Refused while building the data: no stage finished, so no model was loaded or run.
+    assert reporter.stages == []
 
 
 def test_attention_ratio_without_attention_is_refused_by_the_spec(tiny_model_dir: Path) -> None:

@@ -390,8 +390,8 @@ class DensityPeaksImpl:
             ),
         ]
         fields = spec.labels if spec.labels is not None else data.categorical_fields()
+        assigned = clusters.labels >= 0
         for name in fields:
-            assigned = clusters.labels >= 0
             truth = data.label(name, unique=True)
             value = adjusted_rand(
                 clusters.labels[assigned], [t for t, a in zip(truth, assigned, strict=True) if a]
