@@ -446,7 +446,7 @@ def _create_key(owner: str) -> str:
     try:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from reprlab.server import crud
+        from reprlab.server import users
         from reprlab.server.db import init_db, make_engine, session_factory
     except ImportError as exc:
         _missing_extra(exc, "server")
@@ -456,7 +456,7 @@ def _create_key(owner: str) -> str:
         try:
             init_db(engine)
             with session_factory(engine)() as session:
-                key: str = crud.create_api_key(session, owner)
+                key: str = users.create_api_key(session, owner)
         finally:
             engine.dispose()
     except SQLAlchemyError as exc:

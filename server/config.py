@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="API server bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="API server port.")
+    max_running_jobs: int = Field(
+        default=2, ge=1, description="Jobs one user may have running at once (per-user override)."
+    )
+    max_queued_jobs: int = Field(
+        default=20, ge=1, description="Jobs one user may have waiting (per-user override)."
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

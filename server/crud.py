@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 
 from reprlab.schemas.jobs import Job, JobError, JobList, JobStatus, Progress, StageRecord
 from reprlab.schemas.specs import JobSpec
-from reprlab.server.auth import hash_api_key, new_api_key
-from reprlab.server.models import ApiKeyRow, JobRow, utcnow
+from reprlab.server.models import JobRow, utcnow
 
 
 class JobNotFound(LookupError):
@@ -26,28 +25,6 @@ class JobNotFound(LookupError):
 
 class JobConflict(RuntimeError):
     """The job is in a state that does not allow the request (HTTP 409)."""
-
-
-def create_api_key(s: Session, owner: str) -> str:
-    """Create a key for `owner`; the key is returned once and only its hash is stored.
-
-    Raises:
-        ValueError: `owner` is empty or longer than 128 characters.
-    """
-    if not owner.strip() or len(owner) > 128 or "\x00" in owner:
-        raise ValueError(f"invalid key owner {owner!r}: use a user name of 1 to 128 characters")
-    key = new_api_key()
-    s.add(ApiKeyRow(owner=owner, key_hash=hash_api_key(key), prefix=key[:8]))
-    s.commit()
-    return key
-
-
-def authenticate(s: Session, key: str) -> str | None:
-    """The owner of `key`, or None for an unknown key."""
-    if not key:
-        return None
-    row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_api_key(key)))
-    return row.owner if row is not None else None
 
 
 def to_job(row: JobRow) -> Job:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from reprlab.server import crud
+from reprlab.server import users
 from reprlab.server.auth import key_from_headers, unauthorized
 from reprlab.server.config import Settings
 from reprlab.server.queue import JobQueue
@@ -45,15 +45,15 @@ def current_user(
     session: SessionDep,
     authorization: Annotated[str | None, Header(description="'Bearer <API key>'.")] = None,
     x_api_key: Annotated[str | None, Header(description="The API key (alternative).")] = None,
-) -> str:
-    """The owner of the request's API key; 401 without a valid one."""
+) -> users.Caller:
+    """The user of the request's API key; 401 without a valid (unrevoked, unexpired) one."""
     key = key_from_headers(authorization, x_api_key)
     if key is None:
         raise unauthorized("missing API key")
-    owner = crud.authenticate(session, key)
-    if owner is None:
-        raise unauthorized("invalid API key")
-    return owner
+    caller = users.authenticate(session, key)
+    if caller is None:
+        raise unauthorized("invalid, revoked or expired API key")
+    return caller
 
 
-UserDep = Annotated[str, Depends(current_user)]
+UserDep = Annotated[users.Caller, Depends(current_user)]

@@ -15,6 +15,7 @@ from reprlab.server.deps import QueueDep, SessionDep, StoreDep, UserDep
 from reprlab.server.errors import VALIDATION_HINT, APIError
 from reprlab.server.queue import QueueUnavailable
 from reprlab.server.storage import ArtifactNotFound
+from reprlab.server.users import Caller
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -44,9 +45,10 @@ def refuse_nul_characters(spec: JobSpec) -> None:
         raise APIError(422, "ValidationError", message, VALIDATION_HINT)
 
 
-def owned_job(session: SessionDep, job_id: str, user: str) -> Job:
-    """The caller's job, or 404 (another user's job is indistinguishable from none)."""
-    job = crud.get_job(session, job_id, owner=user)
+def owned_job(session: SessionDep, job_id: str, user: Caller) -> Job:
+    """The caller's job (any job for an admin), or 404: another member's job is
+    indistinguishable from none."""
+    job = crud.get_job(session, job_id, owner=user.owner_filter())
     if job is None:
         raise APIError(404, "NotFound", f"no job {job_id!r}",
                        "list your jobs with GET /v1/jobs (or `reprlab list`)")  # fmt: skip
@@ -61,7 +63,7 @@ def create_job(spec: JobSpec, session: SessionDep, user: UserDep, queue: QueueDe
     is marked failed and the answer is 503.
     """
     refuse_nul_characters(spec)
-    job = crud.create_job(session, user, spec)
+    job = crud.create_job(session, user.name, spec)
     try:
         queue.enqueue(job.id)
     except QueueUnavailable as exc:
@@ -84,7 +86,7 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, description="Jobs to skip.")] = 0,
 ) -> JobList:
     """The caller's jobs, newest first, optionally filtered by status."""
-    return crud.list_jobs(session, user, status=status_, limit=limit, offset=offset)
+    return crud.list_jobs(session, user.owner_filter(), status=status_, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=Job, summary="A job's status, progress and stage log")
@@ -98,7 +100,7 @@ def cancel_job(job_id: JobId, session: SessionDep, user: UserDep) -> Job:
     """Cancel a queued job at once; a running job stops at its next batch. Finished: 409."""
     owned_job(session, job_id, user)
     try:
-        return crud.request_cancel(session, job_id, owner=user)
+        return crud.request_cancel(session, job_id, owner=user.owner_filter())
     except crud.JobNotFound as exc:
         raise APIError(404, "NotFound", f"no job {job_id!r}") from exc
     except crud.JobConflict as exc:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reprlab.schemas.jobs import JobError, JobStatus, Progress, StageRecord
 from reprlab.schemas.specs import JobSpec
-from reprlab.server import crud
+from reprlab.server import crud, users
 from reprlab.server.auth import key_from_headers
 from reprlab.server.db import init_db, make_engine, session_factory
 from reprlab.server.models import ApiKeyRow
@@ -43,18 +43,19 @@ def _spec(name: str = "crud test") -> JobSpec:
 
 def test_api_key_is_stored_hashed_and_authenticates(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
-        key = crud.create_api_key(s, "alice")
-        other = crud.create_api_key(s, "bob")
+        key = users.create_api_key(s, "alice")
+        other = users.create_api_key(s, "bob")
         assert key.startswith("rl_") and len(key) > 40 and key != other
         stored = s.scalars(select(ApiKeyRow.key_hash)).all()
         assert key not in stored and all(len(h) == 64 for h in stored)
-        assert crud.authenticate(s, key) == "alice"
-        assert crud.authenticate(s, other) == "bob"
-        assert crud.authenticate(s, key + "x") is None
-        assert crud.authenticate(s, "") is None
+        assert users.authenticate(s, key) == users.Caller("alice", users.Role.MEMBER, 1)
+        bob = users.authenticate(s, other)
+        assert bob is not None and bob.name == "bob" and not bob.is_admin
+        assert users.authenticate(s, key + "x") is None
+        assert users.authenticate(s, "") is None
         for bad in ["", "  ", "x" * 129]:
-            with pytest.raises(ValueError, match="invalid key owner"):
-                crud.create_api_key(s, bad)
+            with pytest.raises(ValueError, match="invalid user name"):
+                users.create_api_key(s, bad)
 
 
 def test_key_is_read_from_bearer_then_x_api_key() -> None:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reprlab.schemas.jobs import JobStatus
 from reprlab.schemas.results import ConditionResult, JobResults, LayerCurve, ModelInfo
-from reprlab.server import crud
+from reprlab.server import crud, users
 from reprlab.server.app import create_app
 from reprlab.server.config import Settings
 from reprlab.server.queue import QUEUE, RUN_JOB_TASK, CeleryQueue, QueueUnavailable
@@ -95,8 +95,8 @@ def api(tmp_path: Path, database_url: str) -> Iterator[Api]:
     queue = RecordingQueue()
     app = create_app(_settings(tmp_path, database_url), queue=queue)
     with app.state.sessions() as s:
-        alice = {"Authorization": f"Bearer {crud.create_api_key(s, 'alice')}"}
-        bob = {"X-API-Key": crud.create_api_key(s, "bob")}
+        alice = {"Authorization": f"Bearer {users.create_api_key(s, 'alice')}"}
+        bob = {"X-API-Key": users.create_api_key(s, "bob")}
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, app, queue, alice, bob)
 
@@ -434,7 +434,7 @@ def test_enqueue_with_broker_down_fails_the_job_and_answers_503(
         queue.enqueue("x")
     app = create_app(_settings(tmp_path, database_url, "redis://127.0.0.1:1/0"), queue=queue)
     with app.state.sessions() as s:
-        headers = {"Authorization": f"Bearer {crud.create_api_key(s, 'alice')}"}
+        headers = {"Authorization": f"Bearer {users.create_api_key(s, 'alice')}"}
     with TestClient(app) as client:
         error = _error(client.post("/v1/jobs", json=SPEC, headers=headers), 503,
                        "ServiceUnavailable")  # fmt: skip
