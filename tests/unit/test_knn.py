@@ -159,7 +159,8 @@ def test_non_matrix_input_is_a_metric_error() -> None:
 
 # --- both product precisions, their refinement and fallbacks ------------------------------------
 # "auto" is float64 products on the CPU (values kept where accurate, the rest refined); float32
-# products refine every candidate in float64 and fall back where they cannot rank a row.
+# products take float64 values of every candidate from banded products, and fall back where
+# they cannot rank a row.
 
 
 def _clusters(n: int, d: int, seed: int) -> npt.NDArray[np.float32]:
@@ -212,6 +213,26 @@ def test_float32_products_fall_back_where_they_cannot_rank_and_float64_need_not(
     graph = knn_graph(torch.from_numpy(x), 5, chunk_size=64, device=CPU, precision=precision)
     _assert_matches(graph, x, 5)
     assert (sum(redone) > 0) == (precision == "float32")
+
+
+@pytest.mark.parametrize("block", [1, 16, 128])
+def test_band_products_give_every_candidate_pair_or_leave_it_to_recompute(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The float32 path's float64 values: each finite one is the Gram form of the pair's
+    # squared distance; NaN marks the few candidates outside a block's window.
+    monkeypatch.setattr(knn_module, "_BAND_ROWS", block)
+    points = _clusters(300, 64, seed=9)
+    rng = np.random.default_rng(1)
+    cand = torch.from_numpy(np.stack([rng.permutation(300)[:20] for _ in range(300)]))
+    values, sq = knn_module._band_sq_distances(torch.from_numpy(points), cand)
+    x = points.astype(np.float64)
+    want = ((x[:, None, :] - x[cand.numpy()]) ** 2).sum(axis=2)
+    finite = np.isfinite(values.numpy())
+    assert finite.mean() > 0.95
+    # (a self pair, want 0, comes out as a rounding residue of the Gram form)
+    np.testing.assert_allclose(values.numpy()[finite], want[finite], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sq.numpy(), ((x - x.mean(axis=0)) ** 2).sum(axis=1), rtol=1e-6)
 
 
 def test_blocks_against_every_row_when_the_product_triangle_does_not_fit(

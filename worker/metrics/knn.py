@@ -9,12 +9,15 @@
 2. Exact distances: a float64 product value ||a||^2 + ||b||^2 - 2 a.b is kept where it is
    accurate, i.e. ||a||^2 + ||b||^2 <= GRAM_RATIO * d^2: its rounding error is then at most
    2 * GRAM_RATIO * gamma_d relative (gamma_d ~ d * 2**-53), against gamma_d for the explicit
-   ||a - b||^2. Other pairs (all of them after float32 products) are recomputed in float64: a
-   row with many of them together with its nearest neighbours, from one product of the group
-   with the union of its candidates centred on one member of the group (which keeps the ratio
-   small on low-dimensional data); the rest, and any kept value whose error bound leaves its
-   order with another candidate open, as explicit differences. The candidates are then sorted
-   by these distances, so near-ties are ordered as by explicit float64 distances.
+   ||a - b||^2. After float32 products these float64 values come from banded products: rows
+   in reverse Cuthill-McKee order of the candidate graph, each block of rows multiplied with
+   the narrow window of rows holding its candidates (`_band_sq_distances`). Values that are
+   not accurate are recomputed: a row with many of them together with its nearest neighbours,
+   from one product of the group with the union of its candidates centred on one member of
+   the group (which keeps the ratio small on low-dimensional data); the rest, and any kept
+   value whose error bound leaves its order with another candidate open, as explicit
+   differences. The candidates are then sorted by these distances, so near-ties are ordered
+   as by explicit float64 distances.
 3. A row whose float32 products cannot guarantee that the true neighbours are among its
    candidates (points far closer to each other than to the data mean, beyond float32
    resolution) is redone with float64 products.
@@ -28,6 +31,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import torch
+from scipy import sparse
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 from torch import Tensor
 
 from reprlab.worker.errors import MetricError
@@ -39,6 +44,10 @@ _BLOCK_ELEMENTS = 1 << 25
 # Default number of row blocks of the symmetric pass, which multiplies (B+1)/2B of the full
 # product; more blocks mean more, smaller products.
 _MIN_BLOCKS = 8
+# Rows per block of the banded float64 product.
+_BAND_ROWS = 128
+# Fraction of a band block's candidate positions left out at each end of its window.
+_BAND_TRIM = 0.005
 # Rows per refinement group (a seed and its nearest not yet refined neighbours).
 _GROUP_ROWS = 64
 # A row with more than this fraction of its candidates to recompute goes to a group.
@@ -167,7 +176,12 @@ def knn_graph(
     sq_norms = torch.linalg.vector_norm(xc, dim=1).square_()
     approx, cand = _candidates(xc, sq_norms, m, chunk_size)
     rows = torch.arange(n, device=device)
-    d2 = _exact_sq_distances(x, rows, cand, approx, sq_norms)
+    if dtype != torch.float64:
+        # Float64 values of every candidate pair from products over a band (see module doc).
+        band, sq64 = _band_sq_distances(x, cand)
+        d2 = _exact_sq_distances(x, rows, cand, band, sq64)
+    else:
+        d2 = _exact_sq_distances(x, rows, cand, approx, sq_norms)
     if m < n and dtype != torch.float64:
         # A non-candidate's true squared distance is >= boundary - tol; if that could undercut
         # the k-th neighbour, the product pass could not rank this row: redo it in float64.
@@ -289,6 +303,64 @@ def _row_candidates(
     return _nearest_first(torch.cat(values), torch.cat(indices))
 
 
+def _band_sq_distances(x: Tensor, cand: Tensor) -> tuple[Tensor, Tensor]:
+    """[n, m] float64 squared distances ||a||^2 + ||b||^2 - 2 a.b of each row to its candidates.
+
+    The rows are put in reverse Cuthill-McKee order of the candidate graph, which brings
+    neighbours close together, so a block of consecutive rows finds nearly all of its
+    candidates in a narrow window of rows: one float64 product of the block with its window
+    gives them. A window holds the block's candidates from the 0.5% to the 99.5% quantile of
+    their positions; the few candidates outside are NaN (the caller recomputes them). On data
+    without neighbourhood structure the windows grow to the whole data set and this costs one
+    float64 product; on clustered data (hidden states) a small fraction of one.
+
+    Args:
+        x: [n, d] points; cand: [n, m] indices of each row's candidates.
+
+    Returns:
+        The [n, m] values and the [n] float64 squared norms of the centred points they use.
+    """
+    n, m = cand.shape
+    order = torch.from_numpy(_bandwidth_order(cand.cpu().numpy(), n)).to(x.device)
+    pos = torch.empty_like(order)
+    pos[order] = torch.arange(n, device=x.device)
+    # Centred in float64, in the new order: one pass over the data.
+    centre = x.mean(dim=0) if x.is_floating_point() else x.to(torch.float64).mean(dim=0)
+    xp = torch.sub(x[order].to(torch.float64), centre.to(torch.float64))
+    sqp = torch.linalg.vecdot(xp, xp)
+    where = pos[cand[order]]  # [n, m] positions (new order) of each row's candidates
+    block = max(1, min(_BAND_ROWS, _BLOCK_ELEMENTS // max(1, n)))
+    out = torch.empty((n, m), dtype=torch.float64, device=x.device)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        at = where[s:e]
+        flat = at.flatten()
+        cut = max(1, int(_BAND_TRIM * flat.numel()))
+        lo = min(int(torch.kthvalue(flat, cut).values), s)
+        hi = max(int(torch.kthvalue(flat, flat.numel() - cut + 1).values) + 1, e)
+        gram = xp[s:e] @ xp[lo:hi].T
+        g = torch.gather(gram, 1, (at - lo).clamp_(0, hi - lo - 1))
+        d2 = (sqp[s:e, None] + sqp[at]).sub_(g, alpha=2.0)
+        out[order[s:e]] = d2.masked_fill_((at < lo) | (at >= hi), torch.nan)
+    sq_norms = torch.empty_like(sqp)
+    sq_norms[order] = sqp
+    return out, sq_norms
+
+
+def _bandwidth_order(cand: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
+    """A row order (reverse Cuthill-McKee of the symmetrised candidate graph) of small bandwidth."""
+    edges = sparse.csr_matrix(
+        (
+            np.ones(cand.size, dtype=np.int8),
+            cand.ravel(),
+            np.arange(0, cand.size + 1, cand.shape[1]),
+        ),
+        shape=(n, n),
+    )
+    order = reverse_cuthill_mckee((edges + edges.T).tocsr(), symmetric_mode=True)
+    return np.asarray(order, dtype=np.int64)
+
+
 def _nearest_first(values: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
     order = torch.argsort(values, dim=1)
     return torch.gather(values, 1, order), torch.gather(indices, 1, order)
@@ -310,7 +382,8 @@ def _exact_sq_distances(
     if approx.dtype == torch.float64:
         d2 = approx.clone()
         scale = sq_norms[rows, None] + sq_norms[cand]
-        redo = ~is_self & (scale > GRAM_RATIO * d2)
+        # NaN (a value the caller could not compute) fails the comparison and is recomputed.
+        redo = ~is_self & ~(scale <= GRAM_RATIO * d2)
         err = bound * scale
     else:
         d2 = torch.empty(cand.shape, dtype=torch.float64, device=x.device)
