@@ -3,18 +3,16 @@ metric registry (`compute_layer_metrics`)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
 from pydantic import ValidationError
+from references import quietly
 
 import reprlab.worker.metrics as metrics_pkg
 from reprlab.schemas.specs import GrideMetric, TwoNNMetric
@@ -32,15 +30,7 @@ from reprlab.worker.metrics.intrinsic_dim import (
 )
 from reprlab.worker.metrics.knn import KnnGraph, knn_graph
 
-T = TypeVar("T")
 Array = npt.NDArray[np.float32]
-
-
-def _quietly(fn: Callable[[], T]) -> T:
-    """Run a dadapy call without its prints and warnings."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn()
 
 
 def _rel(a: float, b: float) -> float:
@@ -87,8 +77,8 @@ def test_twonn_equals_dadapy_from_coordinates_and_from_our_distances(
 ) -> None:
     ours = twonn(graph, discard_fraction=discard)
     mu_fraction = 1.0 - discard
-    from_x = _quietly(lambda: dadapy_data(coordinates=data).compute_id_2NN(mu_fraction=mu_fraction))
-    from_graph = _quietly(
+    from_x = quietly(lambda: dadapy_data(coordinates=data).compute_id_2NN(mu_fraction=mu_fraction))
+    from_graph = quietly(
         lambda: dadapy_data(distances=(graph.distances, graph.indices)).compute_id_2NN(
             mu_fraction=mu_fraction
         )
@@ -108,8 +98,8 @@ def test_gride_scaling_equals_dadapy_from_coordinates_and_from_our_distances(
 ) -> None:
     ours = gride_scaling(graph, range_max=64)
     assert [(s.n1, s.n2) for s in ours] == [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64)]
-    from_x = _quietly(lambda: dadapy_data(coordinates=data).return_id_scaling_gride(range_max=64))
-    from_graph = _quietly(
+    from_x = quietly(lambda: dadapy_data(coordinates=data).return_id_scaling_gride(range_max=64))
+    from_graph = quietly(
         lambda: dadapy_data(
             distances=(graph.distances, graph.indices), maxk=64
         ).return_id_scaling_gride(range_max=64)

@@ -3,17 +3,14 @@ sklearn) on the same neighbours, plus small examples worked out by hand."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
+from references import quietly
 from sklearn.metrics import adjusted_rand_score
 
 from reprlab.worker.errors import MetricError
@@ -29,7 +26,6 @@ from reprlab.worker.metrics.landscape import (
     label_overlap_k,
 )
 
-T = TypeVar("T")
 Array = npt.NDArray[np.float32]
 MAXK = 100
 
@@ -38,13 +34,6 @@ MAXK = 100
 #   3: 4 (1.5), 5 (2), 2   4: 5 (0.5), 3 (1.5), 2  5: 4 (0.5), 3 (2), 2
 _LINE = torch.tensor([[0.0], [1.0], [2.5], [10.0], [11.5], [12.0]], dtype=torch.float64)
 _LINE_LABELS = ["a", "a", "b", "b", "b", "b"]
-
-
-def _quietly(fn: Callable[[], T]) -> T:
-    """Run a dadapy call without its prints and warnings."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn()
 
 
 def _blobs(seed: int = 0) -> tuple[Array, npt.NDArray[np.int64]]:
@@ -86,7 +75,7 @@ def _with_our_density(graph: KnnGraph, density: Density, maxk: int = MAXK) -> An
     """A dadapy Data on the same graph, holding exactly our log_den / log_den_err / kstar."""
     data = _dadapy(graph, maxk)
     data.set_id(density.intrinsic_dim)
-    _quietly(lambda: data.compute_density_kNN(density.k))
+    quietly(lambda: data.compute_density_kNN(density.k))
     data.log_den, data.log_den_err = density.log_den.copy(), density.log_den_err.copy()
     return data
 
@@ -100,7 +89,7 @@ def test_knn_density_equals_dadapy(graph: KnnGraph, k: int) -> None:
     ours = knn_density(graph, k, dim)
     data = _dadapy(graph)
     data.set_id(dim)
-    log_den, log_den_err = _quietly(lambda: data.compute_density_kNN(k))
+    log_den, log_den_err = quietly(lambda: data.compute_density_kNN(k))
     np.testing.assert_allclose(ours.log_den, log_den, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(ours.log_den_err, log_den_err)
     assert (ours.k, ours.intrinsic_dim) == (k, dim)
@@ -137,7 +126,7 @@ def test_adp_equals_dadapy(graph: KnnGraph, k: int, Z: float, halo: bool) -> Non
     density = knn_density(graph, k, gride(graph, 16, 32).value)
     ours = adp_clustering(graph, density, Z=Z, halo=halo)
     data = _with_our_density(graph, density)
-    ref = _quietly(lambda: data.compute_clustering_ADP(Z=Z, halo=halo))
+    ref = quietly(lambda: data.compute_clustering_ADP(Z=Z, halo=halo))
     assert ours.n_clusters == data.N_clusters
     np.testing.assert_array_equal(ours.labels, ref)
     np.testing.assert_array_equal(ours.centers, data.cluster_centers)
@@ -170,7 +159,7 @@ def test_adp_with_fewer_neighbours_than_the_graph_equals_dadapy_with_that_maxk(
     density = knn_density(g, 16, gride(g, 16, 32).value)
     ours = adp_clustering(g, density, Z=1.0, halo=True, maxk=16)
     data = _with_our_density(g, density, maxk=16)
-    ref = _quietly(lambda: data.compute_clustering_ADP(Z=1.0, halo=True))
+    ref = quietly(lambda: data.compute_clustering_ADP(Z=1.0, halo=True))
     np.testing.assert_array_equal(ours.labels, ref)
 
 
@@ -182,8 +171,8 @@ def test_adp_default_maxk_is_dadapys_default() -> None:
 
     data = Data(distances=(g.distances, g.indices))  # keeps 100 neighbours
     data.set_id(10.0)
-    _quietly(lambda: data.compute_density_kNN(4))
-    ref = _quietly(lambda: data.compute_clustering_ADP(Z=1.0))
+    quietly(lambda: data.compute_density_kNN(4))
+    ref = quietly(lambda: data.compute_clustering_ADP(Z=1.0))
     np.testing.assert_array_equal(adp_clustering(g, density, Z=1.0).labels, ref)
     assert data.maxk == 100
 
@@ -199,7 +188,7 @@ def test_adp_on_a_lattice_breaks_ties_as_dadapy() -> None:
     for z in (0.5, 1.6):
         ours = adp_clustering(g, density, Z=z, halo=True)
         data = _with_our_density(g, density, maxk=12)
-        ref = _quietly(partial(data.compute_clustering_ADP, Z=z, halo=True))
+        ref = quietly(partial(data.compute_clustering_ADP, Z=z, halo=True))
         np.testing.assert_array_equal(ours.labels, ref)
         np.testing.assert_array_equal(ours.centers, data.cluster_centers)
 
@@ -216,7 +205,7 @@ def test_adp_by_hand() -> None:
         np.testing.assert_array_equal(c.labels, [0, 1, 1, 2, 2, 3])
         np.testing.assert_array_equal(c.centers, [0, 1, 4, 5])
         data = _with_our_density(g, knn_density(g, 1, 1.0), maxk=2)
-        ref = _quietly(partial(data.compute_clustering_ADP, Z=z, halo=True))
+        ref = quietly(partial(data.compute_clustering_ADP, Z=z, halo=True))
         np.testing.assert_array_equal(c.labels, ref)
 
 
@@ -287,7 +276,7 @@ def test_label_overlap_equals_dadapy(
     g, truth = blobs
     for labels in (truth, np.arange(g.n) % 7):
         ours = label_overlap(g, labels, k=k, class_fraction=fraction, class_balanced=balanced)
-        ref = _quietly(
+        ref = quietly(
             partial(
                 _dadapy(g).return_label_overlap,
                 labels,
@@ -333,7 +322,7 @@ def test_data_overlap_equals_dadapy(blobs: tuple[KnnGraph, Any], k: int) -> None
     y = x @ rng.normal(size=(30, 40)).astype(np.float32) + rng.normal(size=(1000, 40)) * 0.5
     a, b = blobs[0], knn_graph(torch.from_numpy(y.astype(np.float32)), MAXK)
     ours = data_overlap(a, b, k)
-    ref = _quietly(lambda: _dadapy(a).return_data_overlap(dist_indices=b.indices, k=k))
+    ref = quietly(lambda: _dadapy(a).return_data_overlap(dist_indices=b.indices, k=k))
     assert ours == pytest.approx(ref, rel=1e-12)
     assert 0.0 < ours < 1.0
 
