@@ -7,7 +7,9 @@ from types import TracebackType
 from reprlab.client._base import Transport
 from reprlab.client._config import default_api_key, default_base_url, key_file
 from reprlab.client._exceptions import ReprlabError
+from reprlab.client.resources.admin import Admin
 from reprlab.client.resources.jobs import Jobs
+from reprlab.schemas.users import Me
 
 
 class Client:
@@ -39,11 +41,16 @@ class Client:
             )
         self._transport = Transport(self.base_url, key, timeout=timeout, max_retries=max_retries)
         self.jobs = Jobs(self._transport)
+        self.admin = Admin(self._transport)
 
     def health(self) -> dict[str, object]:
         """The server's health document."""
         data: dict[str, object] = self._transport.request("GET", "/v1/health").json()
         return data
+
+    def me(self) -> Me:
+        """Who the API key authenticates as: name, role, key id and job quotas."""
+        return Me.model_validate(self._transport.request("GET", "/v1/me").json())
 
     def close(self) -> None:
         self._transport.close()

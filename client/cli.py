@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +25,14 @@ recipes_app = typer.Typer(help="Ready-made job specs (the studies).", no_args_is
 app.add_typer(models_app, name="models")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(admin_app, name="admin")
+
+
+class RoleChoice(str, Enum):
+    """A user's role on the command line (the schemas' `Role`, without importing them)."""
+
+    admin = "admin"
+    member = "member"
+
 
 out = Console()
 err = Console(stderr=True)
@@ -154,12 +163,13 @@ def up() -> None:
         except RuntimeError as exc:
             _fail(str(exc))
     key_path = home / "api-key"
-    if not key_path.is_file():
-        key = _create_key(os.environ.get("USER") or "local")
+    existing = key_path.read_text().strip() if key_path.is_file() else None
+    key, user = _local_admin_key(existing)
+    if key is not None:
         _write_private(key_path, key + "\n")
-        out.print(f"api key: created {key_path} (the SDK and CLI read it from there)")
+        out.print(f"api key: created {key_path} for {user}, an admin (the SDK and CLI read it)")
     else:
-        out.print(f"api key: {key_path}")
+        out.print(f"api key: {key_path} ({user}, an admin)")
     if service.healthy(url):
         out.print(f"server: running at {url}")
     else:
@@ -217,6 +227,40 @@ def worker() -> None:
     from reprlab.client import service
 
     os.execv(sys.executable, service.worker_command())
+
+
+@app.command()
+def reconcile(
+    once: Annotated[bool, typer.Option("--once", help="Run one round and exit.")] = False,
+) -> None:
+    """Re-enqueue jobs the queue lost or whose worker died (the API server also does this
+    every `REPRLAB_RECONCILE_INTERVAL_S`); safe next to running servers."""
+    settings = _settings()
+    import time
+
+    from reprlab.server.db import init_db, make_engine, session_factory
+    from reprlab.server.queue import CeleryQueue
+    from reprlab.server.reconciler import ReconcilePolicy, reconcile_once
+    from reprlab.server.storage import ArtifactStore
+
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    sessions, queue = session_factory(engine), CeleryQueue(settings.broker_url)
+    store, policy = ArtifactStore(settings.artifact_url), ReconcilePolicy.from_settings(settings)
+    interval = settings.reconcile_interval_s or 10.0
+    try:
+        while True:
+            report = reconcile_once(sessions, queue, policy, store=store)
+            out.print(report.summary())
+            for job_id, why in report.ended.items():
+                out.print(f"  ended {job_id}: {why}")
+            if once:
+                break
+            time.sleep(interval)
+    finally:
+        engine.dispose()
+    if report.broker_error:
+        raise typer.Exit(1)
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -441,8 +485,28 @@ def recipes_show(name: str) -> None:
     print(yaml.safe_dump(recipe.spec, sort_keys=False, default_flow_style=None), end="")
 
 
-def _create_key(owner: str) -> str:
-    """A new API key for `owner`, stored (hashed) in the server's database."""
+def _os_user() -> str:
+    """The local OS user as a valid reprlab user name (`local` if there is none)."""
+    import getpass
+    import re
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = ""
+    name = re.sub(r"[^A-Za-z0-9._@+-]", "-", name).lstrip("._@+-")[:128]
+    return name or "local"
+
+
+def _actor() -> str:
+    """Who the audit log names for admin CLI actions: `cli:<os user>`."""
+    return f"cli:{_os_user()}"
+
+
+@contextmanager
+def _db() -> Iterator[Any]:
+    """A session on the server's database (migrated to the newest schema); the users module's
+    errors and database errors end the command with one message."""
     try:
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -456,33 +520,322 @@ def _create_key(owner: str) -> str:
         try:
             init_db(engine)
             with session_factory(engine)() as session:
-                key: str = users.create_api_key(session, owner)
+                yield session
         finally:
             engine.dispose()
     except SQLAlchemyError as exc:
         _fail(
-            f"cannot write the API key to the database {url}: {exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0]}",
+            f"cannot use the database {url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
             "check REPRLAB_DATABASE_URL (or REPRLAB_HOME) and that the database is running",
         )
-    except ValueError as exc:
-        _fail(str(exc), "give a user name of 1 to 128 characters")
-    return key
+    except users.NotFoundError as exc:
+        _fail(str(exc.args[0]), "see `reprlab admin list-users` / `list-keys` / `trusted-models`")
+    except ValueError as exc:  # invalid names, conflicts
+        _fail(str(exc))
+
+
+def _parse_duration(text: str) -> Any:
+    """`30d`, `12h`, `90m`, `2w`, `45s` as a timedelta."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d{1,6})\s*([smhdw])\s*", text)
+    if match is None:
+        _fail(f"invalid duration {text!r}", "write a number and a unit: 45s, 90m, 12h, 30d, 2w")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    return timedelta(**{unit[match.group(2)]: int(match.group(1))})
+
+
+def _parse_time(text: str) -> Any:
+    """An ISO 8601 time (UTC when it has no offset) that lies in the future."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"invalid time {text!r}", "use ISO 8601, e.g. 2027-01-31 or 2027-01-31T18:00+01:00")
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when <= datetime.now(UTC):
+        _fail(f"{text} is in the past", "to stop a key working now: `reprlab admin revoke-key ID`")
+    return when
+
+
+def _when(value: Any) -> str:
+    return "—" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+def _table(title: str, *columns: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _print_key(key: str, info: Any, quiet: bool) -> None:
+    if quiet:
+        print(key)
+        return
+    expiry = f", expires {_when(info.expires_at)} UTC" if info.expires_at is not None else ""
+    out.print(f"API key {info.id} for [bold]{info.owner}[/bold]{expiry} "
+              "(shown once, store it safely):")  # fmt: skip
+    print(key)
+    out.print("use it as: export REPRLAB_API_KEY=<key>")
+
+
+def _local_admin_key(existing: str | None) -> tuple[str | None, str]:
+    """For `reprlab up`: make the owner of the local key an admin; a new admin key for the OS
+    user when there is no working key. Returns (new key or None, user name)."""
+    from reprlab.schemas.users import Role, UserUpdate
+    from reprlab.server import users
+
+    with _db() as session:
+        caller = users.authenticate(session, existing) if existing else None
+        if caller is not None:
+            if not caller.is_admin:
+                users.update_user(session, caller.name, UserUpdate(role=Role.ADMIN),
+                                  actor=_actor())  # fmt: skip
+            return None, caller.name
+        name = _os_user()
+        _, key = users.issue_key(session, name, role=Role.ADMIN, label="reprlab up",
+                                 created_by=_actor())  # fmt: skip
+        return key, name
+
+
+@admin_app.command("create-user")
+def admin_create_user(
+    name: Annotated[str, typer.Argument(help="The new user's name.")],
+    role: Annotated[RoleChoice, typer.Option(help="admin or member.")] = RoleChoice.member,
+) -> None:
+    """Create a user (then give them a key with `create-key`)."""
+    from reprlab.schemas.users import Role
+    from reprlab.server import users
+
+    with _db() as session:
+        user = users.create_user(session, name, Role(role.value), actor=_actor())
+        out.print(f"user [bold]{user.name}[/bold] created ({user.role})")
 
 
 @admin_app.command("create-key")
 def create_key(
-    name: Annotated[str, typer.Argument(help="The user the key belongs to.")],
+    name: Annotated[str, typer.Argument(help="The user the key belongs to (created if new).")],
+    role: Annotated[
+        RoleChoice | None, typer.Option(help="Also set the user's role (admin or member).")
+    ] = None,
+    expires_in: Annotated[
+        str | None, typer.Option("--expires-in", help="Lifetime, e.g. 30d, 12h, 2w.")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="A note to recognise the key by.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the key.")] = False,
 ) -> None:
     """Create an API key for NAME; it is printed once and stored hashed."""
-    key = _create_key(name)
-    if quiet:
-        print(key)
-        return
-    out.print(f"API key for [bold]{name}[/bold] (shown once, store it safely):")
-    print(key)
-    out.print("use it as: export REPRLAB_API_KEY=<key>")
+    from reprlab.schemas.users import Role
+    from reprlab.server import users
+    from reprlab.server.models import utcnow
+
+    expires_at = utcnow() + _parse_duration(expires_in) if expires_in else None
+    with _db() as session:
+        row, key = users.issue_key(
+            session, name, role=Role(role.value) if role else None, label=label,
+            expires_at=expires_at, created_by=_actor(),
+        )  # fmt: skip
+        info = users.key_info(row)
+        disabled = users.require_user(session, name).disabled_at is not None
+    _print_key(key, info, quiet)
+    if disabled:
+        err.print(f"[yellow]warning:[/yellow] {name} is disabled; the key works once enabled "
+                  f"(`reprlab admin enable-user {name}`)")  # fmt: skip
+
+
+@admin_app.command("list-users")
+def admin_list_users() -> None:
+    """Every user: role, state, quota overrides."""
+    from reprlab.server import users
+
+    s = _settings()
+    table = _table("users", "name", "role", "state", "running quota", "queued quota", "created")
+    with _db() as session:
+        rows, _ = users.list_users(session, limit=10**9)
+        for u in rows:
+            running, queued = users.effective_quotas(u, s.max_running_jobs, s.max_queued_jobs)
+            state = "enabled" if u.disabled_at is None else f"disabled {_when(u.disabled_at)}"
+            table.add_row(
+                u.name, u.role, state,
+                f"{running}{'' if u.max_running_jobs is not None else ' (default)'}",
+                f"{queued}{'' if u.max_queued_jobs is not None else ' (default)'}",
+                _when(u.created_at),
+            )  # fmt: skip
+    out.print(table)
+
+
+@admin_app.command("list-keys")
+def admin_list_keys(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's keys.")] = None,
+) -> None:
+    """Every API key, newest first (never the key itself)."""
+    from reprlab.server import users
+
+    table = _table("API keys", "id", "prefix", "owner", "label", "state", "created",
+                   "by", "expires", "last used")  # fmt: skip
+    with _db() as session:
+        rows, _ = users.list_keys(session, user, limit=10**9)
+        for k in rows:
+            table.add_row(
+                str(k.id), k.prefix, k.owner, k.label or "", users.key_state(k),
+                _when(k.created_at), k.created_by or "", _when(k.expires_at),
+                _when(k.last_used_at),
+            )  # fmt: skip
+    out.print(table)
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(key_id: Annotated[int, typer.Argument(help="Key id (list-keys).")]) -> None:
+    """Revoke an API key: it stops working at once, for good."""
+    from reprlab.server import users
+
+    with _db() as session:
+        row = users.revoke_key(session, key_id, actor=_actor())
+        out.print(f"key {row.id} ({row.prefix}…, {row.owner}) revoked {_when(row.revoked_at)}")
+
+
+@admin_app.command("expire-key")
+def admin_expire_key(
+    key_id: Annotated[int, typer.Argument(help="Key id (list-keys).")],
+    in_: Annotated[str | None, typer.Option("--in", help="Expire after, e.g. 7d.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Expire at an ISO time (UTC).")] = None,
+    never: Annotated[bool, typer.Option("--never", help="Remove the expiry.")] = False,
+) -> None:
+    """Set or clear an API key's expiry: exactly one of --in, --at, --never."""
+    from reprlab.server import users
+    from reprlab.server.models import utcnow
+
+    if sum((in_ is not None, at is not None, never)) != 1:
+        _fail("give exactly one of --in, --at and --never", "e.g. --in 7d")
+    expires_at = None
+    if in_ is not None:
+        expires_at = utcnow() + _parse_duration(in_)
+    elif at is not None:
+        expires_at = _parse_time(at)
+    with _db() as session:
+        row = users.set_key_expiry(session, key_id, expires_at, actor=_actor())
+        when = "never expires" if row.expires_at is None else f"expires {_when(row.expires_at)} UTC"
+        out.print(f"key {row.id} ({row.owner}) {when}")
+
+
+def _update_user(name: str, **changes: Any) -> Any:
+    from reprlab.schemas.users import UserUpdate
+    from reprlab.server import users
+
+    with _db() as session:
+        return users.update_user(session, name, UserUpdate(**changes), actor=_actor())
+
+
+@admin_app.command("set-role")
+def admin_set_role(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[RoleChoice, typer.Argument(help="admin or member.")],
+) -> None:
+    """Make a user an admin or a member."""
+    user = _update_user(name, role=role.value)
+    out.print(f"{user.name} is now {user.role}")
+
+
+@admin_app.command("disable-user")
+def admin_disable_user(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Refuse every key of a user (their jobs and results stay)."""
+    _update_user(name, disabled=True)
+    out.print(f"{name} disabled: their keys are refused")
+
+
+@admin_app.command("enable-user")
+def admin_enable_user(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Let a disabled user's (unrevoked, unexpired) keys work again."""
+    _update_user(name, disabled=False)
+    out.print(f"{name} enabled")
+
+
+def _quota(text: str) -> int | None:
+    if text == "default":
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        _fail(f"invalid quota {text!r}", "give a number from 1 to 10000, or 'default'")
+    return int(text)
+
+
+@admin_app.command("set-quota")
+def admin_set_quota(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    running: Annotated[
+        str | None, typer.Option(help="Jobs running at once: a number or 'default'.")
+    ] = None,
+    queued: Annotated[str | None, typer.Option(help="Jobs waiting: a number or 'default'.")] = None,
+) -> None:
+    """Override a user's job quotas ('default': the server's setting again)."""
+    changes: dict[str, int | None] = {}
+    for field, text in (("max_running_jobs", running), ("max_queued_jobs", queued)):
+        if text is not None:
+            changes[field] = _quota(text)
+    if not changes:
+        _fail("nothing to change", "give --running and/or --queued")
+    user = _update_user(name, **changes)
+    out.print(f"{user.name}: max_running_jobs={user.max_running_jobs or 'default'}, "
+              f"max_queued_jobs={user.max_queued_jobs or 'default'}")  # fmt: skip
+
+
+@admin_app.command("audit")
+def admin_audit(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Entries to show.")] = 50,
+    actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. key.revoke.")] = None,
+) -> None:
+    """The audit log, newest first."""
+    import json
+
+    from reprlab.server import users
+
+    table = _table("audit log", "when (UTC)", "actor", "action", "target", "detail")
+    with _db() as session:
+        rows, total = users.list_audit(session, actor=actor, action=action, limit=limit)
+        for r in rows:
+            detail = json.dumps(r.detail, sort_keys=True) if r.detail else ""
+            table.add_row(f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.target, detail)
+    out.print(table)
+    out.print(f"[dim]{len(rows)} of {total}[/dim]")
+
+
+@admin_app.command("trust-model")
+def admin_trust_model(
+    model: Annotated[str, typer.Argument(help="Hub id or local path, as specs write it.")],
+) -> None:
+    """Allow jobs to load MODEL with trust_remote_code."""
+    from reprlab.server import users
+
+    with _db() as session:
+        users.trust_model(session, model, actor=_actor())
+    out.print(f"{model} may run with trust_remote_code")
+
+
+@admin_app.command("untrust-model")
+def admin_untrust_model(model: Annotated[str, typer.Argument(help="A trusted model.")]) -> None:
+    """Refuse trust_remote_code for MODEL again."""
+    from reprlab.server import users
+
+    with _db() as session:
+        users.untrust_model(session, model, actor=_actor())
+    out.print(f"{model} no longer trusted")
+
+
+@admin_app.command("trusted-models")
+def admin_trusted_models() -> None:
+    """The models allowed to run with trust_remote_code."""
+    from reprlab.server import users
+
+    table = _table("trusted models", "model", "allowed by", "allowed at")
+    with _db() as session:
+        for row in users.list_trusted_models(session):
+            table.add_row(row.model, row.allowed_by, _when(row.allowed_at))
+    out.print(table)
 
 
 def main() -> None:

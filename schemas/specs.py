@@ -6,6 +6,7 @@ field instead of a silently ignored option.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -54,6 +55,13 @@ class ModelRef(StrictModel):
         default="auto",
         description="'auto' (CUDA if available, else MPS, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
         pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description=(
+            "Run the model's own Python code (transformers `trust_remote_code`). Accepted only "
+            "for a model an admin has trusted (`reprlab admin trust-model NAME`), else 403."
+        ),
     )
 
 
@@ -225,30 +233,35 @@ class _Sweepable(StrictModel):
     def _seed_range(cls, v: int | list[int]) -> int | list[int]:
         return _int_or_list("seed", v, 0, 2**31 - 1)
 
+    def _combinations(self) -> list[tuple[int, int, str]]:
+        """(k, seed, name) of each concrete condition, in `expand` order."""
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        seeds = self.seed if isinstance(self.seed, list) else [self.seed]
+        k_tag, seed_tag = isinstance(self.k, list), isinstance(self.seed, list)
+        return [
+            (k, seed, f"{self.name}{f'.k{k}' if k_tag else ''}{f'.s{seed}' if seed_tag else ''}")
+            for k in ks
+            for seed in seeds
+        ]
+
+    def expanded_names(self) -> list[str]:
+        """The names `expand` gives, without building the conditions (cheap: specs are
+        validated on every read of a job)."""
+        return [name for _, _, name in self._combinations()]
+
     def expand(self) -> list[Self]:
         """One concrete condition per (k, seed); a list adds '.k<k>' / '.s<seed>' to the name.
 
         A concrete condition keeps `group`: the spec name it came from.
         """
-        ks = self.k if isinstance(self.k, list) else [self.k]
-        seeds = self.seed if isinstance(self.seed, list) else [self.seed]
+        swept = {"k": isinstance(self.k, list), "seed": isinstance(self.seed, list)}
         out = []
-        for k in ks:
-            for seed in seeds:
-                name = self.name
-                name += f".k{k}" if isinstance(self.k, list) else ""
-                name += f".s{seed}" if isinstance(self.seed, list) else ""
-                one = self.model_copy(update={"k": k, "seed": seed, "name": name})
-                one._group = self.name
-                one._swept = {
-                    dim: value
-                    for dim, value, listed in (
-                        ("k", k, isinstance(self.k, list)),
-                        ("seed", seed, isinstance(self.seed, list)),
-                    )
-                    if listed
-                }
-                out.append(one)
+        for k, seed, name in self._combinations():
+            one = self.model_copy(update={"k": k, "seed": seed, "name": name})
+            one._group = self.name
+            values = {"k": k, "seed": seed}
+            one._swept = {dim: values[dim] for dim, listed in swept.items() if listed}
+            out.append(one)
         return out
 
     _group: str | None = PrivateAttr(default=None)
@@ -547,19 +560,30 @@ class JobSpec(StrictModel):
             "a dataset with a closed label set (sentiment, mcq, or few distinct outputs)."
         ),
     )
+    time_limit_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=365 * 24 * 3600,
+        description=(
+            "Wall-clock limit in seconds, counted from the job's first start; past it the job "
+            "stops at its next batch or training step and fails with TimeLimitExceeded. At "
+            "most the server's max_job_seconds (a larger ask is a 422), which is also the "
+            "default."
+        ),
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> JobSpec:
         names = [
             name
             for c in self.conditions
-            for e in c.expand()
+            for one in c.expanded_names()
             for name in [
-                e.name,
-                *(f"{e.name}.step{s}" for s in getattr(e, "checkpoints", [])),
+                one,
+                *(f"{one}.step{s}" for s in (c.checkpoints if isinstance(c, SFTCondition) else [])),
             ]
         ]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, times in Counter(names).items() if times > 1)  # linear
         if dupes:
             raise ValueError(f"condition names must be unique; repeated: {', '.join(dupes)}")
         spec_names = {c.name for c in self.conditions}

@@ -15,8 +15,11 @@ from reprlab.server.config import Settings, get_settings
 from reprlab.server.db import init_db, make_engine, session_factory
 from reprlab.server.errors import install_error_handlers
 from reprlab.server.queue import CeleryQueue, JobQueue
-from reprlab.server.routes import artifacts, health, jobs
+from reprlab.server.ratelimit import install_rate_limit
+from reprlab.server.reconciler import start_reconciler
+from reprlab.server.routes import admin, artifacts, health, jobs, me
 from reprlab.server.storage import ArtifactStore
+from reprlab.server.uploads import install_body_limit
 
 VERSION = "0.1.0"
 
@@ -43,9 +46,16 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     init_db(engine)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
+        # Re-enqueues jobs the broker lost or whose worker died (docs/faults.md).
+        reconciler = start_reconciler(running.state.sessions, running.state.queue, settings,
+                                      store=running.state.store)  # fmt: skip
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.stop()
+            engine.dispose()
 
     app = FastAPI(title="reprlab", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -54,7 +64,11 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     app.state.store = ArtifactStore(settings.artifact_url)
     app.state.queue = queue if queue is not None else CeleryQueue(settings.broker_url)
     install_error_handlers(app)
+    install_body_limit(app, settings)
+    install_rate_limit(app, settings)  # outermost: refuses before a body is read
     app.include_router(health.router, prefix="/v1")
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(artifacts.router, prefix="/v1")
+    app.include_router(me.router, prefix="/v1")
+    app.include_router(admin.router, prefix="/v1")
     return app

@@ -2,16 +2,19 @@
 
 Job state transitions are conditional UPDATEs (`... WHERE status IN (...)`), so of two racing
 transitions (a cancel and a worker's start, two workers taking a queued job) exactly one wins.
-A task delivered again for a job already `running` is taken as a redelivery after its worker
-died (the broker's visibility timeout exceeds any job, so a live worker is not duplicated).
+Who may run a job (the worker's lease, takeovers, attempts) is decided in `leases`; the writes
+a worker makes while running a job take `worker=` so that a worker which lost its lease cannot
+overwrite its successor's work.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from reprlab.schemas.jobs import Job, JobError, JobList, JobStatus, Progress, StageRecord
@@ -44,8 +47,13 @@ def to_job(row: JobRow) -> Job:
     )
 
 
-def create_job(s: Session, owner: str, spec: JobSpec) -> Job:
-    """Store a new queued job."""
+def create_job(s: Session, owner: str, spec: JobSpec, *, time_limit_s: int | None = None) -> Job:
+    """Store a new queued job (about to be enqueued, so `enqueued_at` is now).
+
+    Args:
+        time_limit_s: the job's wall-clock limit once running (resolved by the API).
+    """
+    now = utcnow()
     row = JobRow(
         id=uuid.uuid4().hex,
         owner=owner,
@@ -55,7 +63,9 @@ def create_job(s: Session, owner: str, spec: JobSpec) -> Job:
         progress=Progress().model_dump(mode="json"),
         stages=[],
         artifacts={},
-        created_at=utcnow(),
+        created_at=now,
+        enqueued_at=now,
+        time_limit_s=time_limit_s,
     )
     s.add(row)
     s.commit()
@@ -93,15 +103,22 @@ def list_jobs(
     return JobList(jobs=[to_job(r) for r in rows], total=int(s.scalar(count) or 0))
 
 
-def _transition(s: Session, job_id: str, allowed: list[JobStatus], **values: Any) -> bool:
-    """Set `values` on the job only if its status is one of `allowed`; True if it changed."""
+def _transition(
+    s: Session, job_id: str, allowed: list[JobStatus], *, holder: str | None = None,
+    where: Sequence[ColumnElement[bool]] = (), **values: Any,
+) -> bool:  # fmt: skip
+    """Set `values` on the job only if its status is one of `allowed`, `where` holds and (with
+    `holder`) that worker holds the job's lease; True if it changed."""
     # One conditional UPDATE is atomic on SQLite and PostgreSQL alike: of two racing
     # transitions (cancel vs start, two deliveries of a task) exactly one matches the row.
+    conditions = [JobRow.id == job_id, JobRow.status.in_([a.value for a in allowed]), *where]
+    if holder is not None:
+        conditions.append(JobRow.worker == holder)
     result = cast(
         CursorResult[Any],
         s.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status.in_([a.value for a in allowed]))
+            .where(*conditions)
             .values(**values)
             .execution_options(synchronize_session=False)
         ),
@@ -138,45 +155,61 @@ def request_cancel(s: Session, job_id: str, owner: str | None = None) -> Job:
     return job
 
 
-def start_job(s: Session, job_id: str) -> JobSpec | None:
-    """Mark a queued job running and return its spec; None if it must not run.
+def start_job(s: Session, job_id: str, *, worker: str = "worker") -> JobSpec | None:
+    """Take the job for `worker` and return its spec; None if it must not run now.
 
-    A job already `running` is returned too: that is a task redelivered after its worker died,
-    and the pipeline's content-keyed stages make the rerun reuse finished work. A running job
-    whose cancel was requested is marked cancelled instead (its worker died before it could).
-    Finished, cancelled and unknown jobs give None.
+    A shorthand of `leases.claim_job` with the default lease policy and no running quota: a
+    queued job starts; a running one is taken over only if its lease is stale.
+    """
+    from reprlab.server.leases import ClaimOutcome, claim_job
+
+    claim = claim_job(s, job_id, worker=worker)
+    return claim.spec if claim.outcome is ClaimOutcome.RUN else None
+
+
+def mark_enqueued(
+    s: Session, job_id: str, *, now: datetime | None = None, before: datetime | None = None
+) -> bool:
+    """Record that a queued or running job was handed to the queue (again) now; True if so.
+
+    With `before`, only if it was last enqueued before then: of several reconcilers that saw
+    the same lost job, one wins and enqueues it.
+    """
+    where: list[ColumnElement[bool]] = []
+    if before is not None:
+        where.append(or_(JobRow.enqueued_at.is_(None), JobRow.enqueued_at < before))
+    return _transition(
+        s, job_id, [JobStatus.QUEUED, JobStatus.RUNNING], where=where, enqueued_at=now or utcnow()
+    )
+
+
+def update_progress(
+    s: Session, job_id: str, progress: Progress, *, worker: str | None = None
+) -> bool:
+    """Record a running job's progress (ignored once the job has ended or, with `worker`, once
+    that worker lost the lease); True if recorded."""
+    return _transition(
+        s, job_id, [JobStatus.RUNNING], holder=worker, progress=progress.model_dump(mode="json")
+    )
+
+
+def append_stage(
+    s: Session, job_id: str, record: StageRecord, *, worker: str | None = None
+) -> bool:
+    """Append a finished stage to the job's stage log; True if appended.
+
+    Only the worker holding the lease writes the log: with `worker`, the append is a
+    conditional UPDATE that a worker which lost the lease cannot make.
     """
     row = _row(s, job_id)
     if row is None:
-        return None
-    spec = JobSpec.model_validate(row.spec)
-    started = Progress(stage="starting", fraction=0.0, message="a worker took the job")
-    if _transition(
-        s, job_id, [JobStatus.QUEUED], status=JobStatus.RUNNING.value, started_at=utcnow(),
-        progress=started.model_dump(mode="json"),
-    ):  # fmt: skip
-        return spec
-    row = _row(s, job_id)
-    if row is None or row.status != JobStatus.RUNNING.value:
-        return None
-    if row.cancel_requested:
-        mark_cancelled(s, job_id)
-        return None
-    return spec
-
-
-def update_progress(s: Session, job_id: str, progress: Progress) -> None:
-    """Record a running job's progress (ignored once the job has ended)."""
-    _transition(s, job_id, [JobStatus.RUNNING], progress=progress.model_dump(mode="json"))
-
-
-def append_stage(s: Session, job_id: str, record: StageRecord) -> None:
-    """Append a finished stage to the job's stage log (only its worker writes the log)."""
-    row = _row(s, job_id)
-    if row is None:
-        return
-    row.stages = [*(row.stages or []), record.model_dump(mode="json")]
-    s.commit()
+        return False
+    stages = [*(row.stages or []), record.model_dump(mode="json")]
+    if worker is None:
+        row.stages = stages
+        s.commit()
+        return True
+    return _transition(s, job_id, [JobStatus.RUNNING], holder=worker, stages=stages)
 
 
 def is_cancel_requested(s: Session, job_id: str) -> bool:
@@ -185,34 +218,45 @@ def is_cancel_requested(s: Session, job_id: str) -> bool:
     return row is None or bool(row.cancel_requested)
 
 
-def mark_cancelled(s: Session, job_id: str) -> None:
-    """End a queued or running job as cancelled (the worker stopped between batches)."""
-    progress = Progress(stage="cancelled", fraction=0.0, message="cancelled by its owner")
-    _transition(
-        s, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], status=JobStatus.CANCELLED.value,
+def mark_cancelled(
+    s: Session, job_id: str, *, worker: str | None = None, message: str = "cancelled by its owner"
+) -> bool:
+    """End a queued or running job as cancelled (the worker stopped between batches); True if
+    this call ended it. With `worker`, only while that worker holds the lease."""
+    progress = Progress(stage="cancelled", fraction=0.0, message=message)
+    allowed = [JobStatus.RUNNING] if worker is not None else [JobStatus.RUNNING, JobStatus.QUEUED]
+    return _transition(
+        s, job_id, allowed, holder=worker, status=JobStatus.CANCELLED.value,
         finished_at=utcnow(), progress=progress.model_dump(mode="json"),
     )  # fmt: skip
 
 
-def fail_job(s: Session, job_id: str, error: JobError) -> None:
-    """End a queued or running job as failed, carrying the error as data."""
-    _transition(
-        s, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], status=JobStatus.FAILED.value,
+def fail_job(s: Session, job_id: str, error: JobError, *, worker: str | None = None) -> bool:
+    """End a queued or running job as failed, carrying the error as data; True if this call
+    ended it. With `worker`, only a running job whose lease that worker holds."""
+    allowed = [JobStatus.RUNNING] if worker is not None else [JobStatus.RUNNING, JobStatus.QUEUED]
+    return _transition(
+        s, job_id, allowed, holder=worker, status=JobStatus.FAILED.value,
         finished_at=utcnow(), error=error.model_dump(mode="json"),
     )  # fmt: skip
 
 
-def finish_job(s: Session, job_id: str, *, results_key: str, artifacts: dict[str, str]) -> None:
-    """End a running job as succeeded.
+def finish_job(
+    s: Session, job_id: str, *, results_key: str, artifacts: dict[str, str],
+    worker: str | None = None,
+) -> bool:  # fmt: skip
+    """End a running job as succeeded; True if this call ended it.
 
     Args:
         results_key: artifact store key of the `JobResults` JSON.
         artifacts: artifact name (e.g. "plots/id_twonn.png", "results.json") -> store key.
+        worker: only while this worker holds the job's lease.
     """
     done = Progress(stage="done", fraction=1.0, message="finished")
-    _transition(
-        s, job_id, [JobStatus.RUNNING], status=JobStatus.SUCCEEDED.value, finished_at=utcnow(),
-        results_key=results_key, artifacts=dict(artifacts), progress=done.model_dump(mode="json"),
+    return _transition(
+        s, job_id, [JobStatus.RUNNING], holder=worker, status=JobStatus.SUCCEEDED.value,
+        finished_at=utcnow(), results_key=results_key, artifacts=dict(artifacts),
+        progress=done.model_dump(mode="json"),
     )  # fmt: skip
 
 

@@ -39,9 +39,11 @@ def get_app_settings(request: Request) -> Settings:
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def current_user(
+    request: Request,
     session: SessionDep,
     authorization: Annotated[str | None, Header(description="'Bearer <API key>'.")] = None,
     x_api_key: Annotated[str | None, Header(description="The API key (alternative).")] = None,
@@ -53,6 +55,7 @@ def current_user(
     caller = users.authenticate(session, key)
     if caller is None:
         raise unauthorized("invalid, revoked or expired API key")
+    request.state.caller = caller  # the rate limiter gives an accepted key its own bucket
     return caller
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,11 +26,53 @@ VALIDATION_HINT = (
     "(GET /openapi.json, or /docs in a browser)"
 )
 
+_UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's detail for such a 400
+
 _STATUS_TYPES = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
     405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
     429: "RateLimited", 500: "InternalError", 503: "ServiceUnavailable",
 }  # fmt: skip
+
+
+_STATUS_MEANINGS = {
+    401: "Missing, invalid, revoked or expired API key.",
+    403: "The key's user may not do this (e.g. an admin key is needed).",
+    404: "No such object for this caller (another member's job is indistinguishable from none).",
+    409: "The object's state does not allow the request (e.g. results of an unfinished job).",
+    413: "The request body exceeds a size or nesting limit.",
+    422: "Invalid parameters or body; the message names each bad field.",
+    429: "Rate limit or quota reached; `Retry-After` says when to retry where it applies.",
+    503: "The job database or the job queue is unreachable; retry after `Retry-After` seconds.",
+}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong and how to fix it."""
+
+    type: str = Field(description="Error type, e.g. 'NotFound', 'ValidationError'.")
+    message: str = Field(description="What went wrong, naming the field or limit at fault.")
+    hint: str | None = Field(description="What to change to fix it.")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorInfo = Field(description="The error.")
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for error statuses a route may answer, all `ErrorBody`.
+
+    Listing 422 here also replaces FastAPI's default validation-error schema, which is not the
+    shape this API answers with.
+    """
+    return {code: {"model": ErrorBody, "description": _STATUS_MEANINGS[code]} for code in codes}
+
+
+# Statuses any route behind an API key may answer: no valid key, a bad parameter, the rate
+# limit, the database down.
+AUTHENTICATED_ERRORS = (401, 422, 429, 503)
 
 
 class APIError(Exception):
@@ -68,6 +111,10 @@ def install_error_handlers(app: FastAPI) -> None:
         type_ = _STATUS_TYPES.get(exc.status_code, "HTTPError")
         message = str(exc.detail) if exc.detail else type_
         hint: str | None = None
+        if exc.status_code == 400 and message == _UNPARSABLE_BODY:
+            # FastAPI's answer to a JSON body that is not UTF-8: malformed JSON, like any other.
+            message = "body: malformed JSON: not UTF-8 text; send a JSON object encoded as UTF-8"
+            return JSONResponse(error_body("ValidationError", message, VALIDATION_HINT), 422)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no endpoint {request.url.path}"
             hint = "the API lives under /v1 (e.g. GET /v1/jobs); see GET /openapi.json"

@@ -1,10 +1,17 @@
 """The Celery application of the GPU workers.
 
 Settings fit long GPU jobs: one task at a time per process (prefetch 1), late acks with
-reject-on-worker-lost so a killed worker's job is redelivered, a visibility timeout longer than
-any job, JSON only (no pickle on the wire). Start a worker with `reprlab worker`, which runs
+reject-on-worker-lost so the message of a job whose worker died stays with the broker, JSON only
+(no pickle on the wire). Start a worker with `reprlab worker`, which runs
 `celery -A reprlab.worker.celery_app worker --pool solo --queues reprlab` (solo pool: no CUDA
 in a forked child).
+
+What keeps a job from running twice is the job's lease in the database, not the broker: a
+message delivered again (the Redis visibility timeout ran out under a long job, or the
+reconciler re-enqueued it) for a job whose worker still renews its lease is dropped. So the
+visibility timeout is only the broker's own slow backstop for a dead worker's message (the
+reconciler re-enqueues such jobs within a minute); one hour, kombu's default, means a job of
+many hours costs one dropped duplicate delivery per hour. See docs/faults.md.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from reprlab.server.config import get_settings
 QUEUE = "reprlab"
 RUN_JOB_TASK = "reprlab.run_job"
 
-# A job may run for many hours; Redis redelivers unacked tasks after this many seconds.
-VISIBILITY_TIMEOUT_S = 48 * 3600
+# Redis hands an unacked message to another consumer after this many seconds.
+VISIBILITY_TIMEOUT_S = 3600
 
 
 def make_celery(broker_url: str) -> Celery:
@@ -32,8 +39,12 @@ def make_celery(broker_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A broker blip (Redis restarted) must not abandon hours of GPU work: the running job
+        # keeps its lease and finishes; its lost message is no loss (the database has the job).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     )
     return app

@@ -28,6 +28,7 @@ import torch
 
 from reprlab.schemas.results import ModelInfo
 from reprlab.schemas.specs import ModelRef
+from reprlab.server.paths import PathNotAllowed, resolve_under_roots
 from reprlab.worker.errors import ModelLoadError
 
 if TYPE_CHECKING:  # transformers is imported lazily: resolving a model must not pay for it
@@ -264,17 +265,13 @@ def resolve_model(
 
 def _allowed_dir(name: str, allowed_roots: Sequence[Path]) -> Path:
     """The model directory `name`, symlinks followed, if it lies under an allowed root."""
-    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
-    path = Path(name).expanduser().resolve()
-    if not any(path.is_relative_to(r) for r in roots):
-        allowed = ", ".join(map(str, roots)) or "none configured"
-        raise ModelLoadError(
-            f"model directory {name} (resolved to {path}) is outside the worker's allowed "
-            f"model roots; allowed roots: {allowed}",
-            hint="copy or link the model under one of the allowed roots (symlinks are followed, "
-            "so the weights themselves must live there), or ask the admin to add a root "
-            "(REPRLAB_MODEL_ROOTS)",
-        )
+    try:
+        path = resolve_under_roots(
+            name, allowed_roots, what="model directory", kind="model",
+            setting="REPRLAB_MODEL_ROOTS", search_roots=False,
+        )  # fmt: skip
+    except PathNotAllowed as exc:
+        raise ModelLoadError(exc.message, hint=exc.hint) from None
     if not path.is_dir():
         raise ModelLoadError(
             f"model directory {name} does not exist on this worker",
@@ -347,10 +344,13 @@ def load_model(resolved: ResolvedModel, ref: ModelRef) -> LoadedModel:
 
     device = select_device(ref.device)
     kwargs: dict[str, Any] = {"revision": resolved.revision} if resolved.kind == "hub" else {}
+    # True only for a spec that asked for it, which the API accepts only for a model an admin
+    # trusts (`reprlab admin trust-model`); the model's own Python code then runs here.
+    kwargs["trust_remote_code"] = ref.trust_remote_code
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            resolved.source, dtype=_DTYPES[ref.dtype], trust_remote_code=False, **kwargs
+            resolved.source, dtype=_DTYPES[ref.dtype], **kwargs
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"could not load {resolved.description}: {exc}") from None
@@ -395,3 +395,18 @@ class ModelCache:
         gc.collect()
         if was_cuda:
             torch.cuda.empty_cache()
+
+
+def release_memory(models: ModelCache | None) -> None:
+    """Free every model a stopped job held: the shared cache's model and, once the caller has
+    dropped its references (the exception and its traceback), a job's private fine-tuning copy.
+
+    CUDA's caching allocator keeps freed blocks for this process; `empty_cache` hands them back
+    so the other users of a shared GPU see the memory free. CUDA is never initialised here.
+    """
+    if models is not None:
+        models.clear()
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()

@@ -6,12 +6,13 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from reprlab.server.config import get_settings
+from reprlab.server.config import Settings, get_settings
 from reprlab.server.db import init_db, make_engine, session_factory
+from reprlab.server.leases import LeasePolicy
 from reprlab.server.storage import ArtifactStore
-from reprlab.worker.celery_app import RUN_JOB_TASK, app
+from reprlab.worker.celery_app import QUEUE, RUN_JOB_TASK, app
 from reprlab.worker.models import ModelCache
-from reprlab.worker.runner import run_stored_job
+from reprlab.worker.runner import RunPolicy, run_stored_job
 
 
 @lru_cache(maxsize=1)
@@ -21,6 +22,22 @@ def _runtime() -> tuple[sessionmaker[Session], ArtifactStore, ModelCache]:
     engine = make_engine(settings.database_url)
     init_db(engine)
     return session_factory(engine), ArtifactStore(settings.artifact_url), ModelCache()
+
+
+def run_policy(settings: Settings) -> RunPolicy:
+    """The worker's leases, running quota and retry delays, from the settings."""
+    return RunPolicy(
+        lease=LeasePolicy(lease_timeout_s=settings.lease_timeout_s,
+                          max_attempts=settings.max_attempts),
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        max_running_jobs=settings.max_running_jobs,
+        retry_delay_s=settings.retry_delay_s,
+        quota_retry_s=settings.quota_retry_s,
+    )  # fmt: skip
+
+
+def _requeue(job_id: str, delay: float) -> None:
+    run_job.apply_async((job_id,), countdown=delay, queue=QUEUE)
 
 
 @app.task(name=RUN_JOB_TASK, ignore_result=True)
@@ -36,4 +53,6 @@ def run_job(job_id: str) -> str:
         data_roots=list(settings.data_roots),
         model_roots=list(settings.model_roots),
         models=models,
+        policy=run_policy(settings),
+        requeue=_requeue,
     )

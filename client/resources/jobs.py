@@ -119,24 +119,42 @@ class Jobs:
         timeout: float | None = None,
         poll_interval: float = 1.0,
         progress: bool = True,
+        max_unreachable: float = 600.0,
     ) -> Job:
         """Poll until the job finishes; return it if it succeeded.
 
-        Survives server restarts and network blips while polling (until `timeout`).
+        Survives server restarts and network blips: while the server cannot be reached (or
+        answers 5xx) polling continues with a growing delay (up to 15 s between tries), for
+        up to `max_unreachable` seconds in a row. The job runs on regardless.
 
         Raises:
             JobFailedError: the job failed (`err.job.error` says why).
             JobCancelledError: the job was cancelled.
             WaitTimeoutError: `timeout` seconds passed first (the job keeps running).
+            APIConnectionError: the server was unreachable for `max_unreachable` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         view = _ProgressView(job_id) if progress else None
+        unreachable_since: float | None = None
+        misses = 0
         try:
             while True:
                 try:
                     job = self.get(job_id)
-                except (APIConnectionError, InternalServerError):
+                except (APIConnectionError, InternalServerError) as exc:
+                    now = time.monotonic()
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since >= max_unreachable:
+                        raise APIConnectionError(
+                            f"lost the reprlab server while waiting for job {job_id}: no "
+                            f"answer for {now - unreachable_since:.0f} s (last error: {exc}). "
+                            f"The job keeps running on the server; call wait({job_id!r}) again "
+                            "once the server is back"
+                        ) from exc
+                    misses += 1
                     job = None
+                else:
+                    unreachable_since, misses = None, 0
                 if job is not None:
                     if view is not None:
                         view.update(job)
@@ -144,7 +162,7 @@ class Jobs:
                         break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeoutError(f"job {job_id} did not finish within {timeout} s")
-                time.sleep(poll_interval)
+                time.sleep(min(poll_interval * 2 ** min(misses, 10), max(poll_interval, 15.0)))
         finally:
             if view is not None:
                 view.close()

@@ -11,11 +11,13 @@ from pydantic import BaseModel, Field
 
 from reprlab.server import crud
 from reprlab.server.deps import SessionDep, StoreDep, UserDep
-from reprlab.server.errors import APIError
+from reprlab.server.errors import AUTHENTICATED_ERRORS, APIError, error_responses
 from reprlab.server.routes.jobs import JobId, owned_job
 from reprlab.server.storage import ArtifactNotFound
 
-router = APIRouter(prefix="/jobs", tags=["artifacts"])
+router = APIRouter(
+    prefix="/jobs", tags=["artifacts"], responses=error_responses(*AUTHENTICATED_ERRORS, 404)
+)
 
 _CHUNK = 1 << 20
 
@@ -60,7 +62,12 @@ def list_artifacts(
     "/{job_id}/artifacts/{name:path}",
     summary="Download an artifact",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}, "image/png": {}}}},
+    responses={
+        200: {
+            "description": "The artifact's bytes (safetensors, PNG or JSON).",
+            "content": {"application/octet-stream": {}, "image/png": {}, "application/json": {}},
+        }
+    },
 )
 def download_artifact(
     job_id: JobId, name: str, session: SessionDep, store: StoreDep, user: UserDep

@@ -19,6 +19,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
+
+from reprlab.schemas.jobs import JobError
+from reprlab.schemas.recipes import RECIPES
+from reprlab.schemas.results import ConditionResult, JobResults, LayerCurve, ModelInfo
+from reprlab.server import crud, users
+from reprlab.server.auth import hash_api_key
+from reprlab.server.config import Settings
+from reprlab.server.db import init_db, make_engine, session_factory
+from reprlab.server.models import ApiKeyRow
+from reprlab.server.storage import ArtifactStore
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/13"
 
@@ -147,3 +158,143 @@ def service(
     finally:
         stop(server)
         stop(worker)
+
+
+# --- an API server with seeded users and jobs, and no worker (fuzzing) -------------------------
+
+REDIS_FUZZ_URL = "redis://127.0.0.1:6379/14"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+@dataclass
+class ApiServer:
+    """A real uvicorn server on a seeded SQLite database (`seed`) whose jobs no worker runs."""
+
+    url: str
+    home: Path
+    seed: FuzzSeed
+    server: subprocess.Popen[bytes]
+
+    def server_log(self) -> str:
+        return (self.home / "server.log").read_text(errors="replace")
+
+
+def _fuzz_results(job_id: str, names: list[str]) -> bytes:
+    """A succeeded job's results as a worker writes them (two conditions, two metrics)."""
+    layers = [0, 1, 2, 3, 4]
+    conditions = [
+        ConditionResult(
+            name=name, paradigm="icl", n_items=40, layers=layers, k=k, seed=0,
+            prompt_tokens_mean=30.0 + 40 * k, demos=[[i % 7] * k for i in range(40)],
+            curves=[
+                LayerCurve(metric="id_twonn", label="TwoNN ID (discard 10%)", layers=layers,
+                           values=[3.0, 7.5, None, 6.25, 5.0], summary={"auc": 0.5}),
+                LayerCurve(metric="id_gride", label="Gride ID", params={"n1": 4, "n2": 8},
+                           layers=layers, values=[2.5, 6.0, 6.5, 5.5, 4.0],
+                           summary={"auc": 0.4, "max": None}),
+            ],
+            activations_artifact=f"activations/{name}.safetensors",
+        )
+        for name, k in (("zero-shot", 0), ("icl-2", 2))
+    ]  # fmt: skip
+    model = ModelInfo(name="tiny", resolved="/models/tiny", n_layers=4, hidden_size=64,
+                      dtype="float32", device="cpu")  # fmt: skip
+    results = JobResults(job_id=job_id, model=model, conditions=conditions, artifacts=names)
+    return results.model_dump_json().encode()
+
+
+@dataclass
+class FuzzSeed:
+    """What `seed_fuzz_database` wrote: an admin and a member (the callers) and their keys; a
+    third user, the victim, whose keys admin routes may revoke; one of the member's jobs in
+    each state, the succeeded one with results and artifacts."""
+
+    admin: str  # user names
+    member: str
+    victim: str
+    admin_key: str
+    member_key: str
+    own_key_ids: list[int]  # the admin's and the member's keys
+    victim_key_ids: list[int]
+    jobs: dict[str, str]  # state -> id of the member's job in that state
+    artifacts: list[str]  # names of the succeeded job's artifacts
+
+
+def seed_fuzz_database(home: Path) -> FuzzSeed:
+    """Users, keys and one job in each state, written straight to the server's database."""
+    settings = Settings(home=home)
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    store = ArtifactStore(settings.artifact_url)
+    spec = RECIPES["icl-vs-sft"].job_spec()
+    jobs: dict[str, str] = {}
+    try:
+        with session_factory(engine)() as s:
+            victim_keys = [users.create_api_key(s, "fuzz-victim", label=f"v{i}") for i in range(3)]
+            admin = users.create_api_key(s, "fuzz-admin", role=users.Role.ADMIN, label="fuzz")
+            member = users.create_api_key(s, "fuzz-member", label="fuzz")
+            id_by_hash = dict(s.execute(select(ApiKeyRow.key_hash, ApiKeyRow.id)).tuples().all())
+            key_ids = {key: id_by_hash[hash_api_key(key)] for key in [*victim_keys, admin, member]}
+            for state in ("queued", "running", "cancel-requested", "succeeded", "failed"):
+                jobs[state] = crud.create_job(s, "fuzz-member", spec).id
+                if state != "queued":
+                    crud.start_job(s, jobs[state])
+            crud.request_cancel(s, jobs["cancel-requested"])
+            error = JobError(type="SpecError", message="n_train < k", hint="lower k")
+            crud.fail_job(s, jobs["failed"], error)
+            job_id = jobs["succeeded"]
+            files = {
+                "plots/id_twonn.png": PNG,
+                "activations/zero-shot.safetensors": b"\x02\x00\x00\x00\x00\x00\x00\x00{}",
+            }
+            names = ["results.json", *files]
+            files["results.json"] = _fuzz_results(job_id, names)
+            keys = {name: f"jobs/{job_id}/{name}" for name in files}
+            for name, data in files.items():
+                store.put_bytes(keys[name], data)
+            crud.finish_job(s, job_id, results_key=keys["results.json"], artifacts=keys)
+    finally:
+        engine.dispose()
+    return FuzzSeed(
+        admin="fuzz-admin", member="fuzz-member", victim="fuzz-victim", admin_key=admin,
+        member_key=member, own_key_ids=[key_ids[admin], key_ids[member]],
+        victim_key_ids=[key_ids[k] for k in victim_keys], jobs=jobs, artifacts=names,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """uvicorn on a seeded SQLite database, its broker on Redis db 14 (flushed before and
+    after); no worker runs, so submitted jobs stay queued.
+
+    The rate limit and the queue quota are raised out of reach (so a long run of requests is
+    not refused wholesale) and the reconciler is off (so the seeded jobs keep their states).
+    """
+    _ensure_redis()
+    import redis
+
+    broker = redis.Redis.from_url(REDIS_FUZZ_URL)
+    broker.flushdb()
+    home = tmp_path_factory.mktemp("reprlab-fuzz")
+    seed = seed_fuzz_database(home)
+    env = {
+        **os.environ,
+        "REPRLAB_HOME": str(home),
+        "REPRLAB_BROKER_URL": REDIS_FUZZ_URL,
+        "REPRLAB_RATE_LIMIT_PER_S": "100000",
+        "REPRLAB_RATE_LIMIT_BURST": "100000",
+        "REPRLAB_MAX_QUEUED_JOBS": "100000",
+        "REPRLAB_RECONCILE_INTERVAL_S": "0",
+    }
+    env.pop("REPRLAB_DATABASE_URL", None)
+    env.pop("REPRLAB_ARTIFACT_URL", None)
+    port = _free_port()
+    server = start_server(env, home, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        yield ApiServer(url=url, home=home, seed=seed, server=server)
+    finally:
+        stop(server)
+        broker.flushdb()
+        broker.close()

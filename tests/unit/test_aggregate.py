@@ -106,6 +106,9 @@ def test_seed_and_k_lists_expand_into_named_concrete_conditions() -> None:
     assert icl[2].swept == {"k": 5, "seed": 0} and icl[2].group == "icl"
     assert [(c.name, c.swept) for c in it] == [("it.s3", {"seed": 3}), ("it.s4", {"seed": 4})]
     assert it[0].training_recipe()["seed"] == 3 and it[0].training_recipe()["k"] == 2
+    # The names the spec validator checks without building the conditions are the same.
+    names = [c.expanded_names() for c in spec.conditions]
+    assert names == [[c.name for c in icl], [c.name for c in it]]
 
 
 @pytest.mark.parametrize(
@@ -125,6 +128,13 @@ def test_bad_condition_specs_are_rejected_with_a_message(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         JobSpec.model_validate({**BASE, "conditions": conditions, **extra})
+
+
+def test_a_swept_result_name_may_not_collide_with_another_condition() -> None:
+    with pytest.raises(ValidationError, match=r"repeated: icl\.k1\.s0"):
+        JobSpec.model_validate({**BASE, "conditions": [
+            {"name": "icl", "k": [1, 2], "seed": [0, 1]}, {"name": "icl.k1.s0"},
+        ]})  # fmt: skip
 
 
 def test_a_checkpoint_result_name_may_not_collide_with_another_condition() -> None:

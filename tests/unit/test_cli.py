@@ -184,7 +184,7 @@ def test_admin_create_key_with_an_empty_name_is_a_clear_error(tmp_path: Path) ->
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr and "1 to 128 characters" in proc.stderr
+    assert "Traceback" not in proc.stderr and "1 to 128 letters" in proc.stderr
 
 
 def test_recipes_list_and_show_print_valid_specs() -> None:

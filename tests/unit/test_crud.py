@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reprlab.schemas.jobs import JobError, JobStatus, Progress, StageRecord
 from reprlab.schemas.specs import JobSpec
-from reprlab.server import crud, users
+from reprlab.server import crud, leases, users
 from reprlab.server.auth import key_from_headers
 from reprlab.server.db import init_db, make_engine, session_factory
 from reprlab.server.models import ApiKeyRow
@@ -111,8 +111,9 @@ def test_running_job_lifecycle_to_success(sessions: sessionmaker[Session]) -> No
     with sessions() as s:
         job_id = crud.create_job(s, "alice", _spec()).id
         assert crud.start_job(s, job_id) == _spec()
-        # A redelivered task (the first worker died) may run the job again.
-        assert crud.start_job(s, job_id) == _spec()
+        # A task delivered again while the first worker's lease is fresh must not run it twice
+        # (takeovers of stale leases: tests/unit/test_runner.py).
+        assert crud.start_job(s, job_id, worker="another") is None
         crud.update_progress(s, job_id, Progress(stage="extract:icl-2", fraction=0.4, message="m"))
         crud.append_stage(s, job_id, StageRecord(name="data", outcome="done", seconds=0.1))
         crud.append_stage(s, job_id, StageRecord(name="extract:icl-2", outcome="cached", seconds=0))
@@ -154,7 +155,9 @@ def test_redelivered_task_of_cancel_requested_job_ends_it(sessions: sessionmaker
         crud.start_job(s, job_id)
         crud.request_cancel(s, job_id)
         # The worker died before it saw the flag; the redelivered task must not rerun the job.
-        assert crud.start_job(s, job_id) is None
+        later = datetime.now(UTC) + timedelta(minutes=5)  # the dead worker's lease is stale
+        claim = leases.claim_job(s, job_id, worker="next", now=later)
+        assert claim.outcome is leases.ClaimOutcome.ENDED
         assert crud.get_job(s, job_id).status == JobStatus.CANCELLED  # type: ignore[union-attr]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from reprlab.schemas.jsonl import parse_jsonl
 from reprlab.schemas.specs import BuiltinDataset, DatasetSpec, InlineDataset, Item, JsonlDataset
+from reprlab.server.paths import PathNotAllowed, resolve_under_roots
 from reprlab.worker.data import linear_regression, mcq, reading_comprehension, sentiment
 from reprlab.worker.data.base import BuiltinGenerator, Dataset, Example, generate_distinct, split
 from reprlab.worker.errors import DataError, SpecError
@@ -106,20 +107,15 @@ def _allowed_path(raw: str, data_roots: Sequence[Path]) -> Path:
     """The resolved path if it lies under an allowed root (symlinks followed), else DataError.
 
     A relative path is looked up under each root in order (the first root that has it wins;
-    if none has it, the first root is named in the "does not exist" error).
+    if none has it, the first root is named in the "does not exist" error). The API server
+    refuses the same paths at submission with the same function.
     """
-    roots = [Path(r).expanduser().resolve() for r in data_roots]
-    path = Path(raw).expanduser()
-    if ".." in path.parts:
-        raise DataError(f"dataset path {raw!r} contains '..'", hint="give a path without '..'")
-    if not path.is_absolute() and roots:
-        candidates = [root / path for root in roots]
-        path = next((c for c in candidates if c.exists()), candidates[0])
-    resolved = path.resolve()
-    if not any(resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots) or "none configured (REPRLAB_DATA_ROOTS)"
+    try:
+        return resolve_under_roots(
+            raw, data_roots, what="dataset path", kind="data", setting="REPRLAB_DATA_ROOTS",
+            search_roots=True,
+        )  # fmt: skip
+    except PathNotAllowed as exc:
         raise DataError(
-            f"dataset path {raw} is outside the worker's data roots",
-            hint=f"put the file under one of: {allowed}; or let the SDK upload it (inline)",
-        )
-    return resolved
+            exc.message, hint=f"{exc.hint}; or let the SDK upload it (inline)"
+        ) from None
