@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -41,7 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 from sqlalchemy.orm import Session
 
 from reprlab.client.resources.jobs import Jobs
@@ -49,6 +50,8 @@ from reprlab.schemas.jobs import JobError, Progress, StageRecord
 from reprlab.schemas.recipes import RECIPES
 from reprlab.server import crud, users
 from reprlab.server.db import init_db, make_engine, session_factory
+from reprlab.server.models import JobRow, utcnow
+from reprlab.server.queue import CeleryQueue
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BROKER_URL = "redis://127.0.0.1:6379/15"
@@ -68,6 +71,8 @@ class Seeded:
     keys: list[str]  # one API key per user
     followed: list[str]  # the running job each user's client follows
     jobs: int
+    queued: list[str] = field(default_factory=list)  # their messages wait in the broker
+    running: list[str] = field(default_factory=list)  # their leases are kept fresh
 
 
 @dataclass
@@ -146,7 +151,7 @@ def seed(database_url: str, n_users: int, jobs_per_user: int) -> Seeded:
     init_db(engine)
     specs = [r.job_spec() for r in RECIPES.values()]
     rng = random.Random(0)
-    keys, followed, total = [], [], 0
+    keys, followed, queued, running, total = [], [], [], [], 0
     try:
         with session_factory(engine)() as s:
             for u in range(n_users):
@@ -157,11 +162,38 @@ def seed(database_url: str, n_users: int, jobs_per_user: int) -> Seeded:
                     state = STATES[(j - jobs_per_user) % len(STATES)]
                     job_id = crud.create_job(s, owner, spec).id
                     advance(s, job_id, state, [c.name for c in spec.conditions], rng)
+                    {"queued": queued, "running": running}.get(state, []).append(job_id)
                     total += 1
                 followed.append(job_id)
     finally:
         engine.dispose()
-    return Seeded(keys=keys, followed=followed, jobs=total)
+    return Seeded(keys=keys, followed=followed, jobs=total, queued=queued, running=running)
+
+
+@contextmanager
+def live_workers(database_url: str, running: list[str], every_s: float) -> Iterator[None]:
+    """Renew the leases of the seeded running jobs, as their (absent) workers would.
+
+    Without it the server's reconciler would find them stale mid-run and re-enqueue them: a
+    recovery burst that a steady-state benchmark should not measure.
+    """
+    engine = make_engine(database_url)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            with engine.begin() as conn:
+                conn.execute(update(JobRow).where(JobRow.id.in_(running))
+                             .values(heartbeat_at=utcnow()))  # fmt: skip
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        engine.dispose()
 
 
 def free_port() -> int:
@@ -324,10 +356,18 @@ def main() -> None:
         env = {**os.environ, "REPRLAB_HOME": home, "REPRLAB_DATABASE_URL": database_url,
                "REPRLAB_BROKER_URL": args.broker_url}  # fmt: skip
         env.update(item.split("=", 1) for item in args.server_env)
+        # A consistent steady state: queued jobs have their task message in the broker (no
+        # worker consumes it) and running jobs a live lease, so the server's reconciler finds
+        # nothing to recover, as on a healthy deployment.
+        queue = CeleryQueue(args.broker_url)
+        for job_id in seeded.queued:
+            queue.enqueue(job_id)
         port = free_port()
         log = Path(home) / "server.log"
         server = start_server(env, port, args.workers, log)
         url = f"http://127.0.0.1:{port}"
+        beats = live_workers(database_url, seeded.running, every_s=2.0)
+        beats.__enter__()
         try:
             wait_healthy(url, server)
             print(f"{args.clients} clients for {args.seconds:g} s against {args.workers} uvicorn "
@@ -337,6 +377,7 @@ def main() -> None:
             samples, wall_s = asyncio.run(drive(url, seeded, args))
             server_cpu_s = cpu_seconds(server.pid) - cpu0
         finally:
+            beats.__exit__(None, None, None)
             server.terminate()
             server.wait(timeout=30)
             broker.flushdb()

@@ -213,6 +213,16 @@ def _wait_for(client: Client, job_id: str, ok: Callable[[Job], bool], timeout: f
     raise AssertionError(f"timed out; the job is {client.jobs.get(job_id)}")
 
 
+def _undisturbed(faults: FaultService, spec: dict[str, Any]) -> dict[str, Any]:
+    """The results of `spec` run from scratch without any fault (stored work wiped first)."""
+    faults.wipe_content()
+    client = faults.client()
+    job = client.jobs.wait(client.jobs.create(spec).id, timeout=120, poll_interval=0.2,
+                           progress=False)  # fmt: skip
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return client.jobs.results(job.id).model_dump(exclude={"job_id"})
+
+
 def _count(job: Job) -> int:
     """The N of a progress message 'step N/M ...' or 'N/M prompts'."""
     word = job.progress.message.removeprefix("step ").split("/")[0]
@@ -276,23 +286,27 @@ def test_worker_killed_in_training_and_in_extraction_completes_identically(
 
 def test_redis_restarted_empty_loses_no_job(faults: FaultService, tiny_model_dir: Path) -> None:
     client = faults.client()
-    running = client.jobs.create(_icl(tiny_model_dir, seed=21, n_eval=600))
+    specs = [_icl(tiny_model_dir, seed=21, n_eval=600), _icl(tiny_model_dir, seed=22, n_eval=40)]
+    running = client.jobs.create(specs[0])
     _wait_for(client, running.id, lambda j: j.progress.stage.startswith("extract:"))
-    queued = client.jobs.create(_icl(tiny_model_dir, seed=22, n_eval=40))
+    queued = client.jobs.create(specs[1])
     assert faults.redis.llen("reprlab") == 1  # its message waits behind the running job
     faults.restart_redis()
     assert faults.redis.dbsize() == 0  # every message and unacked delivery is gone
+    results = []
     for job in (running, queued):
         done = client.jobs.wait(job.id, timeout=90, poll_interval=0.2, progress=False)
         assert done.status == JobStatus.SUCCEEDED
-        assert client.jobs.results(job.id).conditions[0].n_items == done.spec.dataset.n_eval
+        results.append(client.jobs.results(job.id).model_dump(exclude={"job_id"}))
+    assert results == [_undisturbed(faults, spec) for spec in specs]
 
 
 def test_client_wait_survives_an_api_server_restart(
     faults: FaultService, tiny_model_dir: Path
 ) -> None:
     client = faults.client()
-    job = client.jobs.create(_icl(tiny_model_dir, seed=31, n_eval=300))
+    spec = _icl(tiny_model_dir, seed=31, n_eval=300)
+    job = client.jobs.create(spec)
     outcome: dict[str, Any] = {}
 
     def wait() -> None:
@@ -313,6 +327,8 @@ def test_client_wait_survives_an_api_server_restart(
     waiter.join(timeout=120)
     assert "error" not in outcome, outcome
     assert outcome["job"].status == JobStatus.SUCCEEDED
+    disturbed = faults.client().jobs.results(job.id).model_dump(exclude={"job_id"})
+    assert disturbed == _undisturbed(faults, spec)
 
 
 def test_job_whose_worker_keeps_dying_fails_after_max_attempts(
