@@ -35,7 +35,12 @@ class StageRecord(ResponseModel):
     """One finished stage in a job's stage log."""
 
     name: str = Field(description="Stage name, e.g. 'extract:zero-shot'.")
-    outcome: str = Field(description="'done' (computed), 'cached' (reused) or 'skipped'.")
+    outcome: str = Field(
+        description=(
+            "'done' (computed), 'cached' (reused), 'skipped', or 'interrupted' (an attempt "
+            "whose worker died or gave the job back; `detail` says why)."
+        )
+    )
     seconds: float = Field(description="Wall-clock seconds the stage took.")
     detail: str = Field(default="", description="What was computed or reused.")
 
@@ -62,6 +67,12 @@ class Job(ResponseModel):
     created_at: datetime = Field(description="Submission time (UTC).")
     started_at: datetime | None = Field(default=None, description="When a worker started it.")
     finished_at: datetime | None = Field(default=None, description="When it ended.")
+    attempts: int = Field(
+        default=0, description="How many times a worker has started it (retries after faults)."
+    )
+    time_limit_s: int | None = Field(
+        default=None, description="Its wall-clock limit in seconds, counted from its first start."
+    )
 
 
 class JobList(ResponseModel):

@@ -44,6 +44,8 @@ def to_job(row: JobRow) -> Job:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        attempts=row.attempts or 0,
+        time_limit_s=row.time_limit_s,
     )
 
 

@@ -109,8 +109,12 @@ def test_cancel_queued_job_then_start_is_refused(sessions: sessionmaker[Session]
 
 def test_running_job_lifecycle_to_success(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
-        job_id = crud.create_job(s, "alice", _spec()).id
+        created = crud.create_job(s, "alice", _spec(), time_limit_s=600)
+        job_id = created.id
+        assert (created.attempts, created.time_limit_s) == (0, 600)
         assert crud.start_job(s, job_id) == _spec()
+        started = crud.get_job(s, job_id)
+        assert started is not None and (started.attempts, started.time_limit_s) == (1, 600)
         # A task delivered again while the first worker's lease is fresh must not run it twice
         # (takeovers of stale leases: tests/unit/test_runner.py).
         assert crud.start_job(s, job_id, worker="another") is None
