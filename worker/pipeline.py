@@ -37,7 +37,7 @@ from reprlab.worker.aggregate import Member, compare_conditions, seed_aggregates
 from reprlab.worker.data import Dataset, load_dataset
 from reprlab.worker.errors import JobCancelled, SpecError
 from reprlab.worker.evaluate import SCORING_VERSION, score_options
-from reprlab.worker.extract import Activations, extract_activations
+from reprlab.worker.extract import Activations, extract_activations, resolve_layers
 from reprlab.worker.finetune import (
     TRAINING_VERSION,
     Trainee,
@@ -198,6 +198,7 @@ def run_pipeline(
     model_roots: Sequence[Path] = (),
     job_id: str = "local",
     models: ModelCache | None = None,
+    max_layers: int | None = None,
 ) -> PipelineOutput:
     """Run every stage of a job and return its results (also written to the store).
 
@@ -210,6 +211,8 @@ def run_pipeline(
         model_roots: Directories local models may be loaded from.
         job_id: Names the per-job artifacts.
         models: A process-level model cache to reuse loaded models across jobs.
+        max_layers: The most layers a job may extract (the server's limit), checked against
+            the model's depth before any model work; None: no limit.
 
     Returns:
         The typed results (`results.artifacts` names what can be downloaded) and the store key
@@ -226,6 +229,8 @@ def run_pipeline(
     with _stage(reporter, "resolve-model") as rec:
         resolved = resolve_model(spec.model, cache_dir=model_cache, allowed_roots=model_roots)
         rec.detail = resolved.description
+        if max_layers is not None:
+            _check_layer_limit(spec, resolved, max_layers)
     ctx = _Context(
         spec=spec,
         store=store,
@@ -489,6 +494,20 @@ def _extract_unit(ctx: _Context, unit: _Unit, base: float, share: float) -> Acti
         ctx.store.put_bytes(key, acts.to_safetensors(meta))
         rec.detail = f"{len(unit.prompts)} prompts x {len(acts.layers)} layers -> {key}"
     return acts
+
+
+def _check_layer_limit(spec: JobSpec, resolved: ResolvedModel, max_layers: int) -> None:
+    """SpecError if the spec's layers of this model (e.g. 'all') are more than `max_layers`."""
+    n_blocks = resolved.info(spec.model).n_layers
+    if n_blocks < 1:
+        return  # a config without num_hidden_layers: extraction finds the depth itself
+    wanted = len(resolve_layers(spec.extraction.layers, n_blocks))
+    if wanted > max_layers:
+        raise SpecError(
+            f"extraction.layers {spec.extraction.layers!r} is {wanted} layers of "
+            f"{resolved.description}; this server allows at most max_layers = {max_layers}",
+            hint=f"list at most {max_layers} layer indices in extraction.layers",
+        )
 
 
 def _label_table(dataset: Dataset, spec: JobSpec) -> dict[str, list[LabelValue]]:

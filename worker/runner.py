@@ -194,6 +194,7 @@ def run_stored_job(
     policy: RunPolicy | None = None,
     requeue: Requeue | None = None,
     worker: str | None = None,
+    max_layers: int | None = None,
 ) -> str:
     """Run a delivered job to its end if this worker may, and record the outcome on its row.
 
@@ -202,6 +203,7 @@ def run_stored_job(
         requeue: puts the job back on the queue after a delay (a job held back by its owner's
             running quota, or one that hit a transient error). None: the reconciler finds it.
         worker: this worker's lease-holder id (default: `worker_id()`).
+        max_layers: the server's per-job layer limit, checked once the model's depth is known.
 
     Returns:
         "succeeded", "failed", "cancelled"; "deferred" (quota) or "retrying" (transient error):
@@ -229,7 +231,8 @@ def run_stored_job(
                                   deadline=claim.deadline)  # fmt: skip
             outcome = _run(job_id, claim, reporter, worker, sessions, policy, requeue,
                            store=store, model_cache=model_cache, data_roots=data_roots,
-                           model_roots=model_roots, models=models)  # fmt: skip
+                           model_roots=model_roots, models=models,
+                           max_layers=max_layers)  # fmt: skip
     finally:
         if outcome != "succeeded":
             # The pipeline's exception (and with it every model the job held) is gone by now.
@@ -241,7 +244,7 @@ def _run(
     job_id: str, claim: Claim, reporter: DbReporter, worker: str,
     sessions: sessionmaker[Session], policy: RunPolicy, requeue: Requeue | None, *,
     store: ArtifactStore, model_cache: Path, data_roots: list[Path], model_roots: list[Path],
-    models: ModelCache | None,
+    models: ModelCache | None, max_layers: int | None = None,
 ) -> str:  # fmt: skip
     if claim.spec is None:
         raise ValueError("a claim to run carries the job's spec")
@@ -249,6 +252,7 @@ def _run(
         output: PipelineOutput = run_pipeline(
             claim.spec, store=store, model_cache=model_cache, reporter=reporter,
             data_roots=data_roots, model_roots=model_roots, job_id=job_id, models=models,
+            max_layers=max_layers,
         )  # fmt: skip
     except JobCancelled:
         return _stopped(sessions, job_id, worker, reporter.stop_reason, claim)

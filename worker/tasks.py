@@ -55,4 +55,5 @@ def run_job(job_id: str) -> str:
         models=models,
         policy=run_policy(settings),
         requeue=_requeue,
+        max_layers=settings.max_layers,
     )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reprlab.schemas import JobSpec
 from reprlab.server.storage import ArtifactStore
+from reprlab.worker.errors import SpecError
 from reprlab.worker.pipeline import NullReporter, PipelineOutput, run_pipeline
 
 
@@ -56,3 +59,22 @@ def test_changing_only_a_metric_parameter_runs_no_forward_pass(
     assert "load-model" not in stages
     a, b = first.results.conditions[1].curves[0], second.results.conditions[1].curves[0]
     assert a.params != b.params and a.values != b.values
+
+
+def test_layers_beyond_the_servers_limit_fail_before_any_model_work(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # The tiny model has 4 blocks: 'all' is 5 layers (embeddings + 4), more than a limit of 3.
+    store = ArtifactStore(str(tmp_path))
+    reporter = NullReporter()
+    spec = JobSpec.model_validate(_spec(tiny_model_dir, extraction={"layers": "all"}))
+    with pytest.raises(SpecError, match="is 5 layers .* at most max_layers = 3") as err:
+        run_pipeline(spec, store=store, model_cache=tiny_model_dir.parent, reporter=reporter,
+                     model_roots=[tiny_model_dir.parent], max_layers=3)  # fmt: skip
+    assert "at most 3 layer indices" in (err.value.hint or "")
+    assert [s.name for s in reporter.stages] == ["data"]  # no model loaded, nothing extracted
+    # Within the limit (an explicit list of 2), the job runs.
+    out = run_pipeline(JobSpec.model_validate(_spec(tiny_model_dir)), store=store,
+                       model_cache=tiny_model_dir.parent, reporter=NullReporter(),
+                       model_roots=[tiny_model_dir.parent], max_layers=3)  # fmt: skip
+    assert out.results.conditions[0].layers == [1, 4]
