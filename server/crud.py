@@ -116,6 +116,11 @@ def _transition(
     conditions = [JobRow.id == job_id, JobRow.status.in_([a.value for a in allowed]), *where]
     if holder is not None:
         conditions.append(JobRow.worker == holder)
+    return conditional_update(s, conditions, **values)
+
+
+def conditional_update(s: Session, conditions: list[ColumnElement[bool]], **values: Any) -> bool:
+    """One conditional UPDATE of the jobs table, committed; True if it matched a row."""
     result = cast(
         CursorResult[Any],
         s.execute(

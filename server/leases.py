@@ -20,9 +20,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, func, or_, select, text, update
+from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from reprlab.schemas.jobs import JobError, JobStatus, Progress, StageRecord
@@ -105,7 +104,7 @@ def _claim_queued(
         )
         conditions.append(running < limit)
     started = Progress(stage="starting", fraction=0.0, message="a worker took the job")
-    won = _update(
+    won = crud.conditional_update(
         s, conditions, status=JobStatus.RUNNING.value, started_at=now, attempts=attempts + 1,
         worker=worker, heartbeat_at=now, progress=started.model_dump(mode="json"),
     )  # fmt: skip
@@ -130,7 +129,7 @@ def _take_over(s: Session, row: JobRow, worker: str, policy: LeasePolicy, now: d
     # Read everything before the UPDATE commits (a session may expire `row` on commit).
     job_id, attempts, previous, reason = row.id, row.attempts, row.worker, interruption(row, now)
     spec, deadline, limit_s = JobSpec.model_validate(row.spec), deadline_of(row), row.time_limit_s
-    if not _update(
+    if not crud.conditional_update(
         s, stale_lease(row, policy, now), worker=worker, heartbeat_at=now, attempts=attempts + 1
     ):
         return Claim(ClaimOutcome.HELD, "another worker took the job over first")
@@ -155,7 +154,7 @@ def end_if_due(s: Session, row: JobRow, policy: LeasePolicy, now: datetime) -> s
             fraction=0.0,
             message="cancelled by its owner while no worker held the job",
         )
-        done = _update(
+        done = crud.conditional_update(
             s, guard, status=JobStatus.CANCELLED.value, finished_at=utcnow(),
             progress=progress.model_dump(mode="json"),
         )  # fmt: skip
@@ -190,7 +189,7 @@ def time_limit_error(limit_s: int) -> JobError:
 
 def renew_lease(s: Session, job_id: str, worker: str, now: datetime | None = None) -> bool:
     """Renew `worker`'s lease on a running job; False if it no longer holds it."""
-    return _update(
+    return crud.conditional_update(
         s, [JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value,
             JobRow.worker == worker],
         heartbeat_at=now or utcnow(),
@@ -204,7 +203,7 @@ def release_lease(s: Session, job_id: str, worker: str, reason: str) -> bool:
     if row is None or row.worker != worker:
         return False
     record_interruption(s, job_id, row.attempts, reason, worker=worker)
-    return _update(
+    return crud.conditional_update(
         s, [JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value,
             JobRow.worker == worker],
         worker=None, heartbeat_at=None,
@@ -284,22 +283,7 @@ def _lock_owner(s: Session, owner: str) -> None:
 
 def fail_if(s: Session, conditions: list[ColumnElement[bool]], error: JobError) -> bool:
     """End the job matching `conditions` as failed with `error`; True if one matched."""
-    return _update(
+    return crud.conditional_update(
         s, conditions, status=JobStatus.FAILED.value, finished_at=utcnow(),
         error=error.model_dump(mode="json"),
     )  # fmt: skip
-
-
-def _update(s: Session, conditions: list[ColumnElement[bool]], **values: Any) -> bool:
-    """One conditional UPDATE of the jobs table, committed; True if it matched a row."""
-    result = cast(
-        CursorResult[Any],
-        s.execute(
-            update(JobRow)
-            .where(*conditions)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        ),
-    )
-    s.commit()
-    return result.rowcount > 0
