@@ -11,6 +11,9 @@ import psycopg
 import pytest
 import torch
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from reprlab.server.db import init_db, make_engine, session_factory
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -42,6 +45,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture()
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A fresh, empty job database on SQLite or PostgreSQL (see `database_url`)."""
+    engine = make_engine(database_url)
+    try:
+        init_db(engine)
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")

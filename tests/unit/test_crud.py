@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -15,19 +14,7 @@ from reprlab.schemas.jobs import JobError, JobStatus, Progress, StageRecord
 from reprlab.schemas.specs import JobSpec
 from reprlab.server import crud, leases, users
 from reprlab.server.auth import key_from_headers
-from reprlab.server.db import init_db, make_engine, session_factory
 from reprlab.server.models import ApiKeyRow
-
-
-@pytest.fixture()
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    """A fresh, empty job database on SQLite or PostgreSQL (see `database_url`)."""
-    engine = make_engine(database_url)
-    try:
-        init_db(engine)
-        yield session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def _spec(name: str = "crud test") -> JobSpec:

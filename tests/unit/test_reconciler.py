@@ -28,7 +28,6 @@ from reprlab.schemas.jobs import JobStatus
 from reprlab.schemas.specs import JobSpec
 from reprlab.server import crud, leases
 from reprlab.server.config import Settings
-from reprlab.server.db import init_db, make_engine, session_factory
 from reprlab.server.leases import LeasePolicy
 from reprlab.server.models import JobRow, utcnow
 from reprlab.server.queue import QUEUE, CeleryQueue
@@ -68,16 +67,6 @@ def broker(broker_url: str) -> redis.Redis:
     client = redis.Redis.from_url(broker_url)
     client.flushdb()
     return client
-
-
-@pytest.fixture()
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    try:
-        init_db(engine)
-        yield session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def _spec() -> JobSpec:

@@ -36,16 +36,6 @@ POLICY = LeasePolicy(lease_timeout_s=30, max_attempts=3)
 LONG_AGO = timedelta(minutes=10)
 
 
-@pytest.fixture()
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    try:
-        init_db(engine)
-        yield session_factory(engine)
-    finally:
-        engine.dispose()
-
-
 def _spec(**overrides: Any) -> JobSpec:
     data: dict[str, Any] = {
         "model": {"name": "smollm2-135m-instruct"},
