@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from live_server import serve
+from recording_queue import RecordingQueue
 from sqlalchemy import func, select
 
 from reprlab.schemas.recipes import RECIPES
@@ -37,14 +38,6 @@ SPEC: dict[str, Any] = {
     "dataset": {"name": "sentiment", "n_eval": 40, "n_train": 20},
     "conditions": [{"name": "zero-shot", "k": 0}],
 }
-
-
-@dataclass
-class RecordingQueue:
-    ids: list[str] = field(default_factory=list)
-
-    def enqueue(self, job_id: str) -> None:
-        self.ids.append(job_id)
 
 
 @dataclass

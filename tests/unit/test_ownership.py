@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+from recording_queue import RecordingQueue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,11 +119,6 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("DELETE", "/v1/admin/trusted-models"): AdminRoute("/v1/admin/trusted-models?model=org/m",
                                                        204),
 }  # fmt: skip
-
-
-class RecordingQueue:
-    def enqueue(self, job_id: str) -> None:
-        pass
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from live_server import serve
+from recording_queue import RecordingQueue
 from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
@@ -85,14 +85,6 @@ def test_least_recently_used_buckets_are_forgotten_beyond_the_cap() -> None:
 
 
 # --- the middleware in the app -----------------------------------------------------------------
-
-
-@dataclass
-class RecordingQueue:
-    ids: list[str] = field(default_factory=list)
-
-    def enqueue(self, job_id: str) -> None:
-        self.ids.append(job_id)
 
 
 def make_app(tmp_path: Path, **overrides: Any) -> tuple[FastAPI, RecordingQueue, str, str]:

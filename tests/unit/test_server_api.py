@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from recording_queue import RecordingQueue
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,16 +45,6 @@ SPEC: dict[str, Any] = {
     "conditions": [{"name": "zero-shot", "k": 0}, {"name": "icl-5", "k": 5}],
     "metrics": [{"name": "id_twonn"}],
 }
-
-
-@dataclass
-class RecordingQueue:
-    """A job queue that keeps the enqueued ids in memory (what a worker would receive)."""
-
-    ids: list[str] = field(default_factory=list)
-
-    def enqueue(self, job_id: str) -> None:
-        self.ids.append(job_id)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from recording_queue import RecordingQueue
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -240,14 +241,6 @@ def test_trusted_models(sessions: sessionmaker[Session]) -> None:
 
 
 # --- the admin REST API ------------------------------------------------------------------------
-
-
-@dataclass
-class RecordingQueue:
-    ids: list[str] = field(default_factory=list)
-
-    def enqueue(self, job_id: str) -> None:
-        self.ids.append(job_id)
 
 
 @dataclass
