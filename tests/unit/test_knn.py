@@ -176,17 +176,39 @@ def _plane(n: int, d: int, seed: int) -> npt.NDArray[np.float32]:
     return (rng.uniform(size=(n, 2)) @ rng.normal(size=(2, d)) + 50.0).astype(np.float32)
 
 
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "blocked"])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("chunk_size", [None, 7, 64])
 @pytest.mark.parametrize(
     "points", [_clusters(300, 512, seed=4), _plane(400, 30, seed=5)], ids=["clusters", "plane"]
 )
 def test_both_product_precisions_match_brute_force(
-    points: npt.NDArray[np.float32], precision: Precision, chunk_size: int | None
+    points: npt.NDArray[np.float32],
+    precision: Precision,
+    chunk_size: int | None,
+    syrk: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # "blocked" is the symmetric product that devices other than the CPU use.
+    monkeypatch.setattr(knn_module, "SYRK", syrk)
     x = torch.from_numpy(points)
     graph = knn_graph(x, 15, chunk_size=chunk_size, device=CPU, precision=precision)
     _assert_matches(graph, points, 15)
+
+
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "blocked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_symmetric_product_fills_the_lower_triangle(
+    syrk: bool, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(knn_module, "SYRK", syrk)
+    x = torch.from_numpy(_clusters(130, 24, seed=2)).to(dtype)
+    gram = knn_module._lower_gram(x, 17)
+    assert gram.shape == (130, 130) and gram.dtype == dtype
+    want = -2.0 * (x.double() @ x.double().T)
+    lower = torch.ones(130, 130, dtype=torch.bool).tril_()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(gram.double()[lower], want[lower], rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])

@@ -1,11 +1,12 @@
 """Exact Euclidean k-nearest-neighbour graphs: one engine for every neighbour-based metric.
 
 1. Candidates: products of the centred data and `torch.topk` keep the m = k+1+8 smallest
-   approximate squared distances of every row. The product is symmetric: when its upper block
-   triangle fits in memory, each block of rows is multiplied only with itself and the rows
-   after it, and later rows read their distances to it from its transpose. Products are float64
-   on the CPU (there they cost twice float32 ones, and then most distances need no refinement)
-   and float32 on a GPU.
+   approximate squared distances of every row. The product is symmetric: when it fits in
+   memory it is computed once as a symmetric rank-d update (BLAS `?syrk` on the CPU, half the
+   multiplications of x @ x.T; blocks of rows times the rows before them elsewhere), and each
+   block of rows reads its distances to later rows from the lower triangle. Products are
+   float64 on the CPU (there they cost twice float32 ones, and then most distances need no
+   refinement) and float32 on a GPU.
 2. Exact distances: a float64 product value ||a||^2 + ||b||^2 - 2 a.b is kept where it is
    accurate, i.e. ||a||^2 + ||b||^2 <= GRAM_RATIO * d^2: its rounding error is then at most
    2 * GRAM_RATIO * gamma_d relative (gamma_d ~ d * 2**-53), against gamma_d for the explicit
@@ -32,7 +33,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from scipy import sparse
+from scipy.linalg import blas
 from scipy.sparse.csgraph import reverse_cuthill_mckee
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from reprlab.worker.errors import MetricError
@@ -41,9 +44,14 @@ from reprlab.worker.errors import MetricError
 EXTRA_CANDIDATES = 8
 # Default memory budget (elements) of one block of the squared-distance matrix.
 _BLOCK_ELEMENTS = 1 << 25
-# Default number of row blocks of the symmetric pass, which multiplies (B+1)/2B of the full
-# product; more blocks mean more, smaller products.
+# Elements of the [n, n] product at most for the symmetric pass (one product of half the
+# multiplications, kept whole): 2**26 float32 values are 256 MiB, i.e. n <= 8192.
+_SYMMETRIC_ELEMENTS = 1 << 26
+# Row blocks of the symmetric pass's top-k (and of its products off the CPU).
 _MIN_BLOCKS = 8
+# Whether the CPU uses BLAS ?syrk for the symmetric product (tests turn it off to cover the
+# blocked products that other devices use).
+SYRK = True
 # Rows per block of the banded float64 product.
 _BAND_ROWS = 128
 # Fraction of a band block's candidate positions left out at each end of its window.
@@ -144,8 +152,8 @@ def knn_graph(
     Args:
         x: [n, d] points.
         k: neighbours per point (1 <= k < n).
-        chunk_size: rows per product block. Default: n/8 when the product's upper block
-            triangle fits in 2**25 elements (memory ~ n**2 / 2), else blocks of about 2**25
+        chunk_size: rows per product and top-k block. Default: n/8 when the whole [n, n]
+            product fits in 2**26 elements (memory ~ n**2), else blocks of about 2**25
             elements (memory ~ chunk_size * n).
         device: where to compute; default CUDA if available, else CPU.
         precision: of the candidate products: "auto" is float64 on the CPU, float32 on a GPU;
@@ -253,39 +261,61 @@ def _error_bound(dtype: torch.dtype, d: int, device: torch.device) -> float:
 def _candidates(xc: Tensor, sq_norms: Tensor, m: int, block: int) -> tuple[Tensor, Tensor]:
     """The m smallest approximate squared distances of every row, nearest first.
 
-    When the upper block triangle of the product fits in the block budget, row block I is
-    multiplied only with rows I and after, and the rows' distances to earlier rows are the
-    transposes of earlier blocks (kept until the end); otherwise each block of rows is
-    multiplied with every row.
+    When the [n, n] product fits in the block budget, it is computed once as a symmetric
+    product (`_lower_gram`) and each block of rows reads its upper part from the lower
+    triangle; otherwise each block of rows is multiplied with every row.
 
     Returns:
         [n, m] approximate squared distances (self at -inf) and [n, m] indices.
     """
     n = xc.shape[0]
-    symmetric = _symmetric(n)
-    earlier: list[tuple[int, Tensor]] = []
+    gram = _lower_gram(xc, block) if _symmetric(n) else None
     values, indices = [], []
     for s in range(0, n, block):
         e = min(s + block, n)
-        first = s if symmetric else 0
-        d2 = torch.addmm(sq_norms[None, first:], xc[s:e], xc[first:].T, alpha=-2.0)
+        if gram is None:
+            d2 = torch.addmm(sq_norms[None, :], xc[s:e], xc.T, alpha=-2.0)
+        else:
+            # Rows s..e are read for the last time: complete them in place from the lower
+            # triangle (rows after e, and the block's own lower triangle), then add the norms.
+            d2 = gram[s:e]
+            d2[:, e:] = gram[e:, s:e].T
+            own = d2[:, s:e]
+            own.copy_(own.tril() + own.tril(-1).T)
+            d2.add_(sq_norms[None, :])
         d2.add_(sq_norms[s:e, None])
         # The point itself is always a candidate, whatever the rounding of its own distance.
-        d2.diagonal(s - first).fill_(-torch.inf)
-        if symmetric:
-            row = torch.cat([*(b[:, s - t : e - t].T for t, b in earlier), d2], dim=1)
-            earlier.append((s, d2))
-        else:
-            row = d2
-        top, pos = torch.topk(row, m, dim=1, largest=False, sorted=False)
+        d2.diagonal(s).fill_(-torch.inf)
+        top, pos = torch.topk(d2, m, dim=1, largest=False, sorted=False)
         values.append(top)
         indices.append(pos)
     return _nearest_first(torch.cat(values), torch.cat(indices))
 
 
+def _lower_gram(xc: Tensor, block: int) -> Tensor:
+    """[n, n] tensor whose lower triangle (diagonal included) is -2 xc @ xc.T; the rest is not set.
+
+    On the CPU one BLAS symmetric rank-k update (`?syrk`, half the multiplications of the full
+    product); elsewhere, blocks of rows times the rows before them.
+    """
+    n = xc.shape[0]
+    if xc.device.type == "cpu" and SYRK:
+        syrk = blas.dsyrk if xc.dtype == torch.float64 else blas.ssyrk
+        with threadpool_limits(torch.get_num_threads(), user_api="blas"):
+            # xc.T is Fortran-ordered: no copy. The result's upper triangle (Fortran order) is
+            # the lower triangle of its transpose (C order).
+            upper = syrk(-2.0, xc.numpy().T, trans=1)
+        return torch.from_numpy(upper.T)
+    gram = torch.empty((n, n), dtype=xc.dtype, device=xc.device)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        gram[s:e, :e] = torch.mm(xc[s:e], xc[:e].T).mul_(-2.0)
+    return gram
+
+
 def _symmetric(n: int) -> bool:
-    """Whether the upper block triangle of the [n, n] product fits in the block budget."""
-    return n * n <= 2 * _BLOCK_ELEMENTS
+    """Whether the [n, n] product fits in the symmetric budget."""
+    return n * n <= _SYMMETRIC_ELEMENTS
 
 
 def _row_candidates(
