@@ -418,6 +418,7 @@ def run(
                 job_spec, store=ArtifactStore(s.artifact_url), model_cache=s.model_cache,
                 reporter=reporter, data_roots=[*s.data_roots, Path.cwd()],
                 model_roots=[*s.model_roots, Path.cwd()], job_id=job_id,
+                graph_cache_bytes=s.graph_cache_mb << 20,
             )  # fmt: skip
     except WorkerError as exc:
         _fail(f"{type(exc).__name__}: {exc.message}", exc.hint)

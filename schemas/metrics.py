@@ -24,7 +24,9 @@ class BootstrapSpec(StrictModel):
     """Percentile bootstrap confidence interval of a per-layer scalar.
 
     Nearest-neighbour estimators resample the per-point quantities they aggregate (e.g. the
-    TwoNN ratios), not the points, which would create duplicates.
+    TwoNN ratios), not the points, which would create duplicates; comparisons and RSA resample
+    the queries. Not offered by 'adp' (duplicated points break the density and the
+    clustering) nor 'probe' (its `errors` already give the spread over folds).
     """
 
     n: int = Field(default=1000, ge=50, le=100_000, description="Bootstrap resamples.")
@@ -170,6 +172,13 @@ class LabelOverlapMetric(StrictModel):
             "'weighted' overlap, as Doimo et al. used); false: the plain mean over points."
         ),
     )
+    bootstrap: BootstrapSpec | None = Field(
+        default=None,
+        description=(
+            "Also give a bootstrap confidence interval per layer and label field, resampling "
+            "the points' overlaps (not the points)."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -266,6 +275,13 @@ class AttentionRatioMetric(StrictModel):
     name: Literal["attention_ratio"] = Field(default="attention_ratio", description="Metric id.")
     relevant: str = Field(default="relevant", description="Span name of the numerator.")
     irrelevant: str = Field(default="irrelevant", description="Span name of the denominator.")
+    bootstrap: BootstrapSpec | None = Field(
+        default=None,
+        description=(
+            "Also give a bootstrap confidence interval per layer for every curve, resampling "
+            "the queries."
+        ),
+    )
 
 
 MetricSpec = Annotated[
@@ -300,6 +316,13 @@ class _Comparison(StrictModel):
         description=(
             "b is an SFT condition with checkpoints: compare a with each of b's checkpoints "
             "(one result per step) instead of b's final weights only."
+        ),
+    )
+    bootstrap: BootstrapSpec | None = Field(
+        default=None,
+        description=(
+            "Also give a bootstrap confidence interval per layer of the reported mean over "
+            "pairs, resampling the queries (the same resamples in every pair)."
         ),
     )
 

@@ -164,6 +164,20 @@ class ComparisonResult(ResponseModel):
         description="Sample standard deviation over pairs per layer (0 for a single pair)."
     )
     pairs: list[list[str]] = Field(description="The result names compared, [a, b] each.")
+    ci_low: list[float | None] | None = Field(
+        default=None,
+        description=(
+            "Lower end of the bootstrap confidence interval of `mean` per layer, when the "
+            "comparison asks for `bootstrap`; null where undefined."
+        ),
+    )
+    ci_high: list[float | None] | None = Field(
+        default=None,
+        description=(
+            "Upper end of the bootstrap confidence interval of `mean` per layer, when the "
+            "comparison asks for `bootstrap`; null where undefined."
+        ),
+    )
     matrix: list[list[float | None]] | None = Field(
         default=None,
         description="Layer x layer values (a's layers by b's), mean over pairs, when asked.",

@@ -552,6 +552,15 @@ class JobSpec(StrictModel):
         description="Cross-condition comparisons, e.g. ICL vs IT cosine similarity per layer.",
         max_length=32,
     )
+    duplicates: Literal["remove", "error"] = Field(
+        default="remove",
+        description=(
+            "Identical states of two queries at a layer, where a neighbour-based metric or "
+            "comparison needs that layer's kNN graph: 'remove' keeps each state once (the "
+            "count per layer is in the results' `duplicates`); 'error' fails the job, naming "
+            "the condition, layer and rows."
+        ),
+    )
     accuracy: bool = Field(
         default=False,
         description=(

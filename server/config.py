@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(
         default=60, ge=1, description="Requests a key may send at once (bucket size)."
     )
+    # Worker memory.
+    graph_cache_mb: int = Field(
+        default=1024, ge=0,
+        description=(
+            "kNN graphs a worker keeps during a job so that comparisons reuse the metrics' "
+            "graphs (MiB; 0: recompute them)."
+        ),
+    )  # fmt: skip
     # Fault tolerance (docs/faults.md): worker leases, retries, the reconciler, time limits.
     heartbeat_interval_s: float = Field(
         default=5.0, gt=0, description="How often a worker renews its lease on a running job."

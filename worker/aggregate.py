@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from reprlab.schemas.metrics import ComparisonSpec
+from reprlab.schemas.metrics import BootstrapSpec, ComparisonSpec
 from reprlab.schemas.results import (
     AccuracySummary,
     AggregateResult,
@@ -22,7 +23,10 @@ from reprlab.schemas.results import (
     ConditionResult,
     LayerCurve,
 )
-from reprlab.worker.metrics.compare import compare_states
+from reprlab.worker.errors import MetricError
+from reprlab.worker.metrics.bootstrap import MAX_UNDEFINED, percentile_interval
+from reprlab.worker.metrics.compare import PairCurves, compare_states, graph_k
+from reprlab.worker.metrics.graphs import GraphCache
 
 _SEED_PART = re.compile(r"\.s\d+(?=$|\.)")
 
@@ -111,23 +115,15 @@ class Member:
     step: int | None = None
 
 
-def compare_conditions(
-    members: Sequence[Member],
-    spec: ComparisonSpec,
-    device: torch.device | None = None,
-) -> tuple[list[ComparisonResult], list[str]]:
-    """Pair the members of spec conditions `spec.a` and `spec.b` and compare each pair per layer.
+def pairs_of(
+    members: Sequence[Member], spec: ComparisonSpec
+) -> dict[tuple[int | None, int | None], list[tuple[Member, Member]]]:
+    """The comparison's pairs (a member of a, a member of b), grouped by swept k and b's step.
 
     Members pair when they agree on every dimension both conditions sweep (k, seed); a
-    condition that sweeps nothing pairs with every member of the other. Only final weights are
-    compared, unless `spec.steps`: then a is compared with each checkpoint of b. Pairs are
-    grouped by the swept k (and step) and reported per curve as mean and sample standard
-    deviation over the pairs; a layer where any pair is undefined is null.
-
-    Returns:
-        The comparison results and warnings (why values are null).
+    condition that sweeps nothing pairs with every member of the other. Side a is final
+    weights only; side b is final weights, or each checkpoint with `spec.steps`.
     """
-    device = device if device is not None else torch.device("cpu")
     side_a = [m for m in members if m.group == spec.a and m.step is None]
     side_b = [m for m in members if m.group == spec.b and (m.step is not None) == spec.steps]
     groups: dict[tuple[int | None, int | None], list[tuple[Member, Member]]] = {}
@@ -140,13 +136,61 @@ def compare_conditions(
                 raise ValueError(f"{ma.name} and {mb.name} were extracted at different layers")
             k = ma.swept.get("k", mb.swept.get("k"))
             groups.setdefault((k, mb.step), []).append((ma, mb))
+    return groups
+
+
+def comparison_graph_k(
+    comparisons: Sequence[ComparisonSpec], members: Sequence[Member]
+) -> dict[str, int]:
+    """Per member name: the most neighbours any comparison's kNN graphs of it need (if any)."""
+    need: dict[str, int] = {}
+    for spec in comparisons:
+        for pairs in pairs_of(members, spec).values():
+            for pair in pairs:
+                for m in pair:
+                    k = graph_k(spec, m.states.shape[0])
+                    if k > need.get(m.name, 0):
+                        need[m.name] = k
+    return need
+
+
+def compare_conditions(
+    members: Sequence[Member],
+    spec: ComparisonSpec,
+    device: torch.device | None = None,
+    graphs: GraphCache | None = None,
+) -> tuple[list[ComparisonResult], list[str]]:
+    """Pair the members of spec conditions `spec.a` and `spec.b` and compare each pair per layer.
+
+    Pairs are those of `pairs_of`: only final weights are compared, unless `spec.steps`:
+    then a is compared with each checkpoint of b. Pairs are grouped by the swept k (and step)
+    and reported per curve as mean and sample standard deviation over the pairs; a layer
+    where any pair is undefined is null. With
+    `spec.bootstrap`, `ci_low`/`ci_high` are the percentile interval of that mean: every pair
+    is resampled with the same queries, and each resample's statistic averaged over the pairs.
+
+    Args:
+        members: every analysed point of the job.
+        spec: the comparison.
+        device: where kNN graphs are computed (default CPU).
+        graphs: the job's kNN graph cache (keys: member name, layer); None: none kept.
+
+    Returns:
+        The comparison results and warnings (why values are null).
+    """
+    device = device if device is not None else torch.device("cpu")
+    groups = pairs_of(members, spec)
     out: list[ComparisonResult] = []
     warnings: list[str] = []
     order = sorted(groups.items(), key=lambda kv: tuple(-1 if v is None else v for v in kv[0]))
     for (k, step), pairs in order:
+        if spec.bootstrap is not None and len({m.states.shape[0] for p in pairs for m in p}) > 1:
+            raise ValueError(f"the pairs of {spec.a} vs {spec.b} analyse different queries")
         per_pair = [
-            compare_states(spec, ma.states, mb.states, ma.layers, device) for ma, mb in pairs
-        ]
+            compare_states(spec, ma.states, mb.states, ma.layers, device, graphs=graphs,
+                           names=(ma.name, mb.name))
+            for ma, mb in pairs
+        ]  # fmt: skip
         for j, first in enumerate(per_pair[0]):
             curves = [curves[j] for curves in per_pair]
             warnings += sorted({f"{spec.a} vs {spec.b}: {w}" for c in curves for w in c.warnings})
@@ -156,6 +200,10 @@ def compare_conditions(
                 rows = [_mean_std([c.matrix[i] for c in curves if c.matrix is not None])[0]
                         for i in range(len(first.matrix))]  # fmt: skip
                 matrix = rows
+            ci_low = ci_high = None
+            if spec.bootstrap is not None:
+                ci_low, ci_high, why = _mean_interval(spec.bootstrap, curves, pairs[0][0].layers)
+                warnings += [f"{spec.a} vs {spec.b}: {first.label}: {w}" for w in why]
             out.append(
                 ComparisonResult(
                     metric=spec.metric,
@@ -170,9 +218,45 @@ def compare_conditions(
                     std=std,
                     pairs=[[ma.name, mb.name] for ma, mb in pairs],
                     matrix=matrix,
+                    ci_low=ci_low,
+                    ci_high=ci_high,
                 )
             )
     return out, warnings
+
+
+def _mean_interval(
+    spec: BootstrapSpec, curves: Sequence[PairCurves], layers: Sequence[int]
+) -> tuple[list[float | None], list[float | None], list[str]]:
+    """Per layer, the percentile interval of the mean over pairs of the resampled statistics.
+
+    The pairs' resamples are of the same queries, so their mean on each resample is the
+    mean over pairs on that resample. Null where a pair has no resamples (its value is null),
+    or where the mean is undefined on more than `MAX_UNDEFINED` of the resamples (with why).
+    """
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    why: list[str] = []
+    for j, layer in enumerate(layers):
+        draws = [d for d in (_draws(c, j) for c in curves) if d is not None]
+        low: float | None = None
+        high: float | None = None
+        if len(draws) == len(curves):
+            try:
+                low, high = percentile_interval(
+                    np.mean(np.stack(draws), axis=0), spec.confidence,
+                    max_undefined=MAX_UNDEFINED, what="the comparison",
+                    hint="analyse more queries",
+                )  # fmt: skip
+            except MetricError as exc:
+                why.append(f"layer {layer}: {exc.message}")
+        lows.append(low)
+        highs.append(high)
+    return lows, highs, why
+
+
+def _draws(curve: PairCurves, j: int) -> npt.NDArray[np.float64] | None:
+    return None if curve.resampled is None else curve.resampled[j]
 
 
 def _mean_std(

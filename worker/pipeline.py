@@ -33,9 +33,14 @@ from reprlab.schemas.results import (
 from reprlab.schemas.specs import ConcreteCondition, ICLCondition, JobSpec, SFTCondition
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker import store as keys
-from reprlab.worker.aggregate import Member, compare_conditions, seed_aggregates
+from reprlab.worker.aggregate import (
+    Member,
+    compare_conditions,
+    comparison_graph_k,
+    seed_aggregates,
+)
 from reprlab.worker.data import Dataset, load_dataset
-from reprlab.worker.errors import JobCancelled, SpecError
+from reprlab.worker.errors import JobCancelled, MetricError, SpecError
 from reprlab.worker.evaluate import SCORING_VERSION, score_options
 from reprlab.worker.extract import Activations, extract_activations, resolve_layers
 from reprlab.worker.finetune import (
@@ -47,8 +52,15 @@ from reprlab.worker.finetune import (
     total_steps,
     train,
 )
-from reprlab.worker.metrics import MetricOutput, compute_layer_metrics, normalised_auc
+from reprlab.worker.metrics import (
+    GraphCache,
+    GraphSlot,
+    MetricOutput,
+    compute_layer_metrics,
+    normalised_auc,
+)
 from reprlab.worker.metrics.base import LabelValue
+from reprlab.worker.metrics.graphs import DEFAULT_BUDGET_BYTES
 from reprlab.worker.models import (
     LoadedModel,
     ModelCache,
@@ -104,6 +116,7 @@ class _Context:
     models: ModelCache
     model_cache: Path
     model_roots: Sequence[Path]
+    graphs: GraphCache = field(default_factory=GraphCache)
     artifacts: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
@@ -199,6 +212,7 @@ def run_pipeline(
     job_id: str = "local",
     models: ModelCache | None = None,
     max_layers: int | None = None,
+    graph_cache_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> PipelineOutput:
     """Run every stage of a job and return its results (also written to the store).
 
@@ -213,6 +227,8 @@ def run_pipeline(
         models: A process-level model cache to reuse loaded models across jobs.
         max_layers: The most layers a job may extract (the server's limit), checked against
             the model's depth before any model work; None: no limit.
+        graph_cache_bytes: Memory for kNN graphs kept between the per-layer metrics and the
+            comparisons (`GraphCache`); a graph that does not fit is computed again.
 
     Returns:
         The typed results (`results.artifacts` names what can be downloaded) and the store key
@@ -239,6 +255,7 @@ def run_pipeline(
         models=models if models is not None else ModelCache(),
         model_cache=model_cache,
         model_roots=model_roots,
+        graphs=GraphCache(graph_cache_bytes),
     )
     units = _extract_all(ctx, dataset)
     conditions = _metrics_all(ctx, units, labels)
@@ -531,6 +548,7 @@ def _metrics_all(
     results = []
     n = len(units)
     device = _metric_device(ctx.spec.model.device)
+    graph_k = comparison_graph_k(ctx.spec.comparisons, [_member(u) for u in units])
     for i, unit in enumerate(units):
         ctx.check_stop()
         acts = unit.acts
@@ -540,7 +558,9 @@ def _metrics_all(
         base = 0.05 + _EXTRACT_SHARE + _METRIC_SHARE * i / n
         ctx.reporter.progress(stage, base, f"{len(acts.layers)} layers")
         with _stage(ctx.reporter, stage) as rec:
-            curves, dupes, warnings = _condition_curves(ctx, acts, labels, device)
+            curves, dupes, warnings = _condition_curves(
+                ctx, unit.name, acts, labels, device, graph_k.get(unit.name, 0)
+            )
             rec.detail = f"{len(curves)} curves over {len(acts.layers)} layers"
             if warnings:
                 rec.detail += f"; {len(warnings)} undefined values (see warnings)"
@@ -579,21 +599,14 @@ def _comparisons(ctx: _Context, units: list[_Unit]) -> tuple[list[ComparisonResu
     """The spec's cross-condition comparisons over the final weights of each condition."""
     if not ctx.spec.comparisons:
         return [], []
-    members = [
-        Member(
-            u.name, u.condition.group, u.condition.swept, u.acts.layers, u.acts.states,
-            step=None if u.name == u.condition.name else u.step,
-        )
-        for u in units
-        if u.acts is not None
-    ]  # fmt: skip
+    members = [_member(u) for u in units]
     device = _metric_device(ctx.spec.model.device)
     out: list[ComparisonResult] = []
     warnings: list[str] = []
     with _stage(ctx.reporter, "comparisons") as rec:
         for comp in ctx.spec.comparisons:
             ctx.check_stop()
-            results, why = compare_conditions(members, comp, device)
+            results, why = compare_conditions(members, comp, device, ctx.graphs)
             out += results
             warnings += why
         rec.detail = f"{len(out)} comparison curves"
@@ -602,15 +615,28 @@ def _comparisons(ctx: _Context, units: list[_Unit]) -> tuple[list[ComparisonResu
     return out, warnings
 
 
+def _member(unit: _Unit) -> Member:
+    """The unit as one side of a comparison."""
+    if unit.acts is None:
+        raise RuntimeError(f"unit {unit.name} has no activations")
+    cond = unit.condition
+    step = None if unit.name == cond.name else unit.step
+    return Member(unit.name, cond.group, cond.swept, unit.acts.layers, unit.acts.states, step)
+
+
 def _condition_curves(
     ctx: _Context,
+    name: str,
     acts: Activations,
     labels: dict[str, list[LabelValue]],
     device: torch.device,
+    graph_k: int,
 ) -> tuple[list[LayerCurve], list[int], list[str]]:
     """Every metric at every layer, grouped into one curve per (metric, parameters).
 
     A metric a layer cannot support is null at that layer, with the reason in the warnings.
+    Each layer's kNN graph is kept in the job's graph cache under (name, layer), with at
+    least `graph_k` neighbours, for the comparisons.
     """
     per_curve: dict[tuple[str, str], list[MetricOutput | None]] = {}
     dupes: list[int] = []
@@ -619,14 +645,19 @@ def _condition_curves(
     attention = None if acts.attention is None else acts.attention.double().cpu().numpy()
     for j, layer in enumerate(acts.layers):
         ctx.check_stop()
-        layer_metrics = compute_layer_metrics(
-            acts.states[:, j, :],
-            ctx.spec.metrics,
-            labels=labels,
-            attention=None if attention is None else attention[:, j],
-            attention_spans=acts.attention_spans,
-            device=device,
-        )
+        try:
+            layer_metrics = compute_layer_metrics(
+                acts.states[:, j, :],
+                ctx.spec.metrics,
+                labels=labels,
+                attention=None if attention is None else attention[:, j],
+                attention_spans=acts.attention_spans,
+                device=device,
+                graph_slot=GraphSlot(ctx.graphs, (name, layer), graph_k),
+                duplicates=ctx.spec.duplicates,
+            )
+        except MetricError as exc:
+            raise MetricError(f"{name}, layer {layer}: {exc.message}", exc.hint) from exc
         dupes.append(layer_metrics.n_duplicates)
         warnings += [f"layer {layer}: {m}: {why}" for m, why in layer_metrics.skipped.items()]
         for metric, outputs in layer_metrics.outputs.items():

@@ -38,6 +38,7 @@ from reprlab.server.leases import Claim, ClaimOutcome, LeasePolicy
 from reprlab.server.models import utcnow
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker.errors import JobCancelled, ReprlabError
+from reprlab.worker.metrics.graphs import DEFAULT_BUDGET_BYTES
 from reprlab.worker.models import ModelCache, release_memory
 from reprlab.worker.pipeline import PipelineOutput, run_pipeline
 
@@ -195,6 +196,7 @@ def run_stored_job(
     requeue: Requeue | None = None,
     worker: str | None = None,
     max_layers: int | None = None,
+    graph_cache_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> str:
     """Run a delivered job to its end if this worker may, and record the outcome on its row.
 
@@ -204,6 +206,7 @@ def run_stored_job(
             running quota, or one that hit a transient error). None: the reconciler finds it.
         worker: this worker's lease-holder id (default: `worker_id()`).
         max_layers: the server's per-job layer limit, checked once the model's depth is known.
+        graph_cache_bytes: memory for kNN graphs reused within the job (`run_pipeline`).
 
     Returns:
         "succeeded", "failed", "cancelled"; "deferred" (quota) or "retrying" (transient error):
@@ -232,7 +235,8 @@ def run_stored_job(
             outcome = _run(job_id, claim, reporter, worker, sessions, policy, requeue,
                            store=store, model_cache=model_cache, data_roots=data_roots,
                            model_roots=model_roots, models=models,
-                           max_layers=max_layers)  # fmt: skip
+                           max_layers=max_layers,
+                           graph_cache_bytes=graph_cache_bytes)  # fmt: skip
     finally:
         if outcome != "succeeded":
             # The pipeline's exception (and with it every model the job held) is gone by now.
@@ -245,6 +249,7 @@ def _run(
     sessions: sessionmaker[Session], policy: RunPolicy, requeue: Requeue | None, *,
     store: ArtifactStore, model_cache: Path, data_roots: list[Path], model_roots: list[Path],
     models: ModelCache | None, max_layers: int | None = None,
+    graph_cache_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> str:  # fmt: skip
     if claim.spec is None:
         raise ValueError("a claim to run carries the job's spec")
@@ -252,7 +257,7 @@ def _run(
         output: PipelineOutput = run_pipeline(
             claim.spec, store=store, model_cache=model_cache, reporter=reporter,
             data_roots=data_roots, model_roots=model_roots, job_id=job_id, models=models,
-            max_layers=max_layers,
+            max_layers=max_layers, graph_cache_bytes=graph_cache_bytes,
         )  # fmt: skip
     except JobCancelled:
         return _stopped(sessions, job_id, worker, reporter.stop_reason, claim)

@@ -56,4 +56,5 @@ def run_job(job_id: str) -> str:
         policy=run_policy(settings),
         requeue=_requeue,
         max_layers=settings.max_layers,
+        graph_cache_bytes=settings.graph_cache_mb << 20,
     )

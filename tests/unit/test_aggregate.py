@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sklearn.metrics.pairwise import cosine_similarity
 
 from reprlab.schemas import JobSpec
-from reprlab.schemas.metrics import CosineComparison
+from reprlab.schemas.metrics import BootstrapSpec, CosineComparison
 from reprlab.schemas.results import BehaviourResult, ConditionResult, LayerCurve
 from reprlab.worker.aggregate import Member, compare_conditions, seed_aggregates
 from reprlab.worker.metrics.compare import cosine_per_layer
@@ -60,6 +60,32 @@ def test_comparisons_pair_on_shared_sweeps_and_report_mean_and_std_over_seeds() 
     anchor_icl, _ = compare_conditions(members, CosineComparison(a="anchor", b="icl"))
     assert [(c.k, len(c.pairs)) for c in anchor_icl] == [(1, 3), (5, 3)]
     assert all(p[0] == "anchor" for c in anchor_icl for p in c.pairs)
+
+
+def test_cosine_interval_resamples_the_same_queries_in_every_seed_pair() -> None:
+    gen = torch.Generator().manual_seed(2)
+    shared = torch.randn(40, 3, 8, generator=gen)
+    icl = {s: _member(f"icl.k1.s{s}", "icl", shared + torch.randn(40, 3, 8, generator=gen), k=1,
+                      seed=s) for s in range(3)}  # fmt: skip
+    it = {s: _member(f"it.k1.s{s}", "it", shared + torch.randn(40, 3, 8, generator=gen), k=1,
+                     seed=s) for s in range(3)}  # fmt: skip
+    boot = BootstrapSpec(n=200, confidence=0.8, seed=9)
+    spec = CosineComparison(a="icl", b="it", bootstrap=boot)
+    (result,), warnings = compare_conditions([*icl.values(), *it.values()], spec)
+    assert warnings == [] and result.ci_low is not None and result.ci_high is not None
+    draws = np.random.default_rng(9).integers(0, 40, size=(200, 40))
+    for j in range(3):
+        per_item = [  # [pairs, queries]
+            np.diag(cosine_similarity(icl[s].states[:, j].numpy(), it[s].states[:, j].numpy()))
+            for s in range(3)
+        ]
+        per_resample = [np.mean([c[idx].mean() for c in per_item]) for idx in draws]
+        ref = np.quantile(per_resample, [0.1, 0.9])
+        assert [result.ci_low[j], result.ci_high[j]] == pytest.approx(ref, rel=1e-6)
+        assert result.ci_low[j] < result.mean[j] < result.ci_high[j]  # type: ignore[operator]
+        # The mean over seeds varies less than one seed's mean: its interval is narrower.
+        one_seed = np.quantile([per_item[0][idx].mean() for idx in draws], [0.1, 0.9])
+        assert result.ci_high[j] - result.ci_low[j] < one_seed[1] - one_seed[0]  # type: ignore[operator]
 
 
 def _result(name: str, values: list[float | None], accuracy: float, **kw: Any) -> ConditionResult:

@@ -17,7 +17,7 @@ from reprlab.schemas import JobSpec
 from reprlab.schemas.specs import BuiltinDataset
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker.data import load_dataset
-from reprlab.worker.errors import SpecError
+from reprlab.worker.errors import MetricError, SpecError
 from reprlab.worker.extract import Activations
 from reprlab.worker.metrics.cka import linear_cka
 from reprlab.worker.metrics.knn import knn_graph
@@ -179,3 +179,50 @@ def test_comparison_over_steps_needs_an_sft_condition_with_checkpoints(
     spec = _spec(tiny_model_dir, comparisons=[{"a": "zs", "b": "icl", "steps": True}])
     with pytest.raises(ValueError, match="not an SFT condition with checkpoints"):
         JobSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 0], ids=["shared", "no-cache"])
+def test_each_layer_graph_is_computed_once_per_condition_for_metrics_and_comparisons(
+    tiny_model_dir: Path, tmp_path: Path, budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reprlab.worker.metrics.graphs as graphs_module
+
+    built: list[tuple[int, int]] = []
+
+    def counting(x: Any, k: int, **kw: Any) -> Any:
+        built.append((int(x.shape[0]), k))
+        return knn_graph(x, k, **kw)
+
+    monkeypatch.setattr(graphs_module, "knn_graph", counting)
+    spec = _spec(
+        tiny_model_dir,
+        extraction={"layers": [2, -1], "position": "last"},
+        metrics=[{"name": "id_twonn"}],
+        comparisons=[
+            {"metric": "data_overlap", "a": "zs", "b": "icl", "ks": [5, 20]},
+            {"metric": "partition_ari", "a": "zs", "b": "icl", "density_k": 4},
+        ],
+    )
+    out = run_pipeline(JobSpec.model_validate(spec), store=ArtifactStore(str(tmp_path)),
+                       model_cache=tiny_model_dir.parent, reporter=NullReporter(),
+                       model_roots=[tiny_model_dir.parent], graph_cache_bytes=budget)  # fmt: skip
+    assert all(c.duplicates == [0, 0] for c in out.results.conditions)
+    # Metrics: one graph per condition and layer, with the comparisons' largest k (ADP's
+    # maxk 100, capped at 47 by 48 queries); the comparisons read them back, or (no cache)
+    # build their own: 2 layers x 2 sides x 2 specs.
+    assert built[:4] == [(N_EVAL, N_EVAL - 1)] * 4
+    assert len(built) == (4 if budget else 12)
+    comps = {(c.metric, c.params.get("k")): c for c in out.results.comparisons}
+    assert all(v is not None for v in comps["data_overlap", 20].mean)
+
+
+def test_duplicates_error_fails_the_job_naming_the_condition_and_layer(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # At the embedding layer the last token's state is the same for every prompt.
+    spec = _spec(tiny_model_dir, extraction={"layers": [0], "position": "last"},
+                 metrics=[{"name": "id_twonn"}], comparisons=[])  # fmt: skip
+    out = _run(spec, ArtifactStore(str(tmp_path / "a")), tiny_model_dir)
+    assert out.results.condition("zs").duplicates == [N_EVAL - 1]
+    with pytest.raises(MetricError, match=r"^zs, layer 0: 47 of 48 rows duplicate another row"):
+        _run({**spec, "duplicates": "error"}, ArtifactStore(str(tmp_path / "b")), tiny_model_dir)

@@ -21,9 +21,11 @@ from reprlab.worker.metrics.landscape import (
     adjusted_rand,
     adp_clustering,
     data_overlap,
+    data_overlaps,
     knn_density,
     label_overlap,
     label_overlap_k,
+    label_overlaps,
 )
 
 Array = npt.NDArray[np.float32]
@@ -288,6 +290,20 @@ def test_label_overlap_equals_dadapy(
         assert ours == pytest.approx(ref, rel=1e-12)
 
 
+@pytest.mark.parametrize(("k", "fraction"), [(30, None), (None, 0.05)])
+def test_per_point_label_overlaps_equal_dadapy(
+    blobs: tuple[KnnGraph, npt.NDArray[np.int64]], k: int | None, fraction: float | None
+) -> None:
+    g, truth = blobs
+    labels = np.array(["abcd"[t] for t in truth])
+    overlaps, codes = label_overlaps(g, labels, k=k, class_fraction=fraction)
+    ref = quietly(
+        partial(_dadapy(g).return_label_overlap, truth, k=k, class_fraction=fraction, avg=False)
+    )
+    np.testing.assert_allclose(overlaps, ref, rtol=1e-12)
+    assert np.array_equal(codes, truth)  # codes in order of first appearance
+
+
 def test_label_overlap_errors(blobs: tuple[KnnGraph, npt.NDArray[np.int64]]) -> None:
     g, truth = blobs
     with pytest.raises(MetricError, match="exactly one of k and class_fraction"):
@@ -325,6 +341,16 @@ def test_data_overlap_equals_dadapy(blobs: tuple[KnnGraph, Any], k: int) -> None
     ref = quietly(lambda: _dadapy(a).return_data_overlap(dist_indices=b.indices, k=k))
     assert ours == pytest.approx(ref, rel=1e-12)
     assert 0.0 < ours < 1.0
+
+
+def test_per_point_data_overlaps_equal_dadapy(blobs: tuple[KnnGraph, Any]) -> None:
+    x, _ = _blobs()
+    y = x + np.random.default_rng(8).normal(size=x.shape).astype(np.float32)
+    a, b = blobs[0], knn_graph(torch.from_numpy(y), MAXK)
+    ours = data_overlaps(a, b, 30)
+    ref = quietly(lambda: _dadapy(a).return_data_overlap(dist_indices=b.indices, k=30, avg=False))
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+    assert ours.shape == (1000,) and 0.0 < ours.mean() < 1.0
 
 
 def test_data_overlap_errors(blobs: tuple[KnnGraph, Any], noise: KnnGraph) -> None:

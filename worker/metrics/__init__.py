@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ from reprlab.worker.metrics.base import (
     metric_impl,
     register_metric,
 )
+from reprlab.worker.metrics.graphs import GraphCache, GraphSlot, truncate
 from reprlab.worker.metrics.intrinsic_dim import (
     GrideScale,
     IdEstimate,
@@ -41,6 +43,8 @@ from reprlab.worker.metrics.knn import KnnGraph, default_device, knn_graph, uniq
 
 __all__ = [
     "METRICS",
+    "GraphCache",
+    "GraphSlot",
     "GrideScale",
     "IdEstimate",
     "KnnGraph",
@@ -83,6 +87,8 @@ def compute_layer_metrics(
     attention_spans: Sequence[str] = (),
     device: torch.device | None = None,
     chunk_size: int | None = None,
+    graph_slot: GraphSlot | None = None,
+    duplicates: Literal["remove", "error"] = "remove",
 ) -> LayerMetrics:
     """Run every metric of `specs` on one layer's representations.
 
@@ -98,10 +104,15 @@ def compute_layer_metrics(
         attention_spans: the span names of the last axis of `attention`.
         device: where the kNN graph is computed; default CUDA if available, else CPU.
         chunk_size: query rows per kNN product block (see `knn_graph`).
+        graph_slot: keep the layer's graph (of its distinct rows) in this cache slot, with at
+            least `graph_slot.min_k` neighbours, for the job's comparisons; a graph already
+            held there is reused.
+        duplicates: what duplicate rows do when a kNN graph is needed: "remove" them (the
+            count is `n_duplicates`), or "error" (raise).
 
     Raises:
         MetricError: a spec problem: an unknown or repeated metric, invalid parameters, or a
-            label field the items do not carry.
+            label field the items do not carry; duplicate rows under duplicates="error".
     """
     impls = [(spec, metric_impl(spec.name)) for spec in specs]
     names = [spec.name for spec in specs]
@@ -129,14 +140,38 @@ def compute_layer_metrics(
                 f"too few distinct points: {spec.name} needs {k + 1}, but this layer has {n} "
                 f"distinct points ({n_dup} duplicates of {n + n_dup} rows removed)"
             )
+    slot_k = graph_slot.min_k if graph_slot is not None else 0
+    if keep is not None and duplicates == "error" and max([slot_k, *needs.values()]) > 0:
+        raise MetricError(
+            f"{n_dup} of {n + n_dup} rows duplicate another row ({_first_duplicate(x)})",
+            hint="set duplicates: remove to drop them before the neighbour-based metrics",
+        )
     runnable = [(spec, impl) for spec, impl in impls if spec.name not in result.skipped]
     max_k = max((needs[spec.name] for spec, _ in runnable), default=0)
-    if max_k > 0:
+    graph_k = max(max_k, min(slot_k, n - 1))
+    if graph_k > 0:
         unique = x if keep is None else x[keep]
-        data.graph = knn_graph(unique, max_k, device=device, chunk_size=chunk_size)
+        if graph_slot is None:
+            data.graph = knn_graph(unique, max_k, device=device, chunk_size=chunk_size)
+        else:
+            graph = graph_slot.cache.graph(
+                graph_slot.key, x, graph_k, rows=keep, device=device, chunk_size=chunk_size
+            )
+            data.graph = graph if max_k == 0 else truncate(graph, max_k)
     for spec, impl in runnable:
         try:
             result.outputs[spec.name] = impl.compute(data, spec)
         except MetricError as exc:
             result.skipped[spec.name] = exc.message
     return result
+
+
+def _first_duplicate(x: Tensor) -> str:
+    """'row j equals row i' for the first row j that repeats an earlier row i."""
+    _, inverse = torch.unique(x, dim=0, return_inverse=True)
+    first: dict[int, int] = {}
+    for j, group in enumerate(inverse.tolist()):
+        if group in first:
+            return f"row {j} equals row {first[group]}"
+        first[group] = j
+    return "none"

@@ -219,6 +219,17 @@ def label_overlap(
         MetricError: both or neither of k / class_fraction, out-of-range values, labels of
             the wrong length, or a graph with too few neighbours.
     """
+    overlaps, codes = label_overlaps(graph, labels, k=k, class_fraction=class_fraction)
+    if class_balanced:
+        return float(np.average(overlaps, weights=1.0 / np.bincount(codes)[codes]))
+    return float(np.mean(overlaps))
+
+
+def label_overlaps(
+    graph: KnnGraph, labels: Labels, *, k: int | None = None, class_fraction: float | None = None
+) -> tuple[FloatArray, IntArray]:
+    """The per-point overlaps o_i of `label_overlap` (same arguments), and the points' class
+    codes 0..c-1 (in order of first appearance)."""
     codes = _codes(labels)
     if codes.shape != (graph.n,):
         raise MetricError(f"label overlap needs one label per point: {graph.n}, got {codes.size}")
@@ -228,10 +239,7 @@ def label_overlap(
     _need_columns(graph, max_k, "the label overlap")
     same = codes[graph.indices[:, 1 : max_k + 1]] == codes[:, None]
     same &= np.arange(max_k)[None, :] < k_per_point[:, None]
-    overlaps = same.sum(axis=1) / k_per_point
-    if class_balanced:
-        return float(np.average(overlaps, weights=1.0 / counts[codes]))
-    return float(np.mean(overlaps))
+    return np.asarray(same.sum(axis=1) / k_per_point, dtype=np.float64), codes
 
 
 def label_overlap_k(labels: Labels, class_fraction: float) -> int:
@@ -251,6 +259,11 @@ def data_overlap(graph_a: KnnGraph, graph_b: KnnGraph, k: int) -> float:
     Raises:
         MetricError: graphs of different sizes, or k out of range for either.
     """
+    return float(np.mean(data_overlaps(graph_a, graph_b, k)))
+
+
+def data_overlaps(graph_a: KnnGraph, graph_b: KnnGraph, k: int) -> FloatArray:
+    """The per-point fractions |N_a(i) & N_b(i)| / k whose mean is `data_overlap`."""
     if graph_a.n != graph_b.n:
         raise MetricError(
             f"the data overlap compares the same points in two representations; got {graph_a.n} "
@@ -261,7 +274,7 @@ def data_overlap(graph_a: KnnGraph, graph_b: KnnGraph, k: int) -> float:
     _need_columns(graph_b, k, "the data overlap")
     both = np.sort(np.hstack([graph_a.indices[:, 1 : k + 1], graph_b.indices[:, 1 : k + 1]]))
     shared = np.sum(both[:, 1:] == both[:, :-1], axis=1)
-    return float(np.mean(shared / k))
+    return np.asarray(shared / k, dtype=np.float64)
 
 
 # --- ADP steps (cython_clustering._compute_clustering) ------------------------------------------

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from reprlab.schemas.metrics import (
     AttentionRatioMetric,
+    BootstrapSpec,
     DensityPeaksMetric,
     GrideMetric,
     Hypothesis,
@@ -27,8 +28,13 @@ from reprlab.schemas.metrics import (
 from reprlab.worker.errors import MetricError
 from reprlab.worker.metrics.base import LayerInput, MetricOutput, is_numeric, register_metric
 from reprlab.worker.metrics.bootstrap import (
+    Statistic,
     gride_bootstrap,
+    label_overlap_bootstrap,
+    mean_statistic,
     mle_bootstrap,
+    ratio_statistic,
+    resample_ci,
     rsa_bootstrap,
     twonn_bootstrap,
 )
@@ -164,6 +170,10 @@ class MleImpl:
         return outputs
 
 
+def _resample_interval(b: BootstrapSpec, n: int, statistic: Statistic) -> tuple[float, float]:
+    return resample_ci(n, statistic, n_boot=b.n, confidence=b.confidence, seed=b.seed)
+
+
 def _states(data: LayerInput) -> npt.NDArray[np.float64]:
     return data.x.double().cpu().numpy()
 
@@ -281,34 +291,50 @@ class AttentionRatioImpl:
             raise MetricError("no attention at this layer (the embedding layer has none)")
         r, i = att[..., rel], att[..., irr]  # [n] or [n, heads]
         what = f"{spec.relevant!r} / {spec.irrelevant!r}"
+        # Per query: the masses summed (ratio) or averaged (means) over heads, so that every
+        # statistic is one of per-query values and the bootstrap can resample the queries.
+        r_sum, i_sum = r.reshape(len(r), -1).sum(axis=1), i.reshape(len(i), -1).sum(axis=1)
+        r_mean, i_mean = r.reshape(len(r), -1).mean(axis=1), i.reshape(len(i), -1).mean(axis=1)
 
         def ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float | None:
             den = float(b.sum())
             return float(a.sum()) / den if den > 0 else None
 
+        def out(
+            params: dict[str, Any], label: str, value: float | None, stat: Statistic
+        ) -> MetricOutput:
+            interval = None
+            if spec.bootstrap is not None and value is not None:
+                interval = _resample_interval(spec.bootstrap, len(r), stat)
+            return MetricOutput(params, label, value, interval=interval)
+
         outputs = [
-            MetricOutput(
-                params={"stat": "ratio"},
-                label=f"attention ratio {what} from the last token (summed over queries)",
-                value=ratio(r, i),
+            out(
+                {"stat": "ratio"},
+                f"attention ratio {what} from the last token (summed over queries)",
+                ratio(r, i),
+                ratio_statistic(r_sum, i_sum),
             ),
-            MetricOutput(
-                params={"stat": "relevant"},
-                label=f"attention mass on {spec.relevant!r} from the last token (mean)",
-                value=float(r.mean()),
+            out(
+                {"stat": "relevant"},
+                f"attention mass on {spec.relevant!r} from the last token (mean)",
+                float(r.mean()),
+                mean_statistic(r_mean),
             ),
-            MetricOutput(
-                params={"stat": "irrelevant"},
-                label=f"attention mass on {spec.irrelevant!r} from the last token (mean)",
-                value=float(i.mean()),
+            out(
+                {"stat": "irrelevant"},
+                f"attention mass on {spec.irrelevant!r} from the last token (mean)",
+                float(i.mean()),
+                mean_statistic(i_mean),
             ),
         ]
         if r.ndim == 2:
             outputs += [
-                MetricOutput(
-                    params={"stat": "ratio", "head": h},
-                    label=f"attention ratio {what}, head {h}",
-                    value=ratio(r[:, h], i[:, h]),
+                out(
+                    {"stat": "ratio", "head": h},
+                    f"attention ratio {what}, head {h}",
+                    ratio(r[:, h], i[:, h]),
+                    ratio_statistic(r[:, h], i[:, h]),
                 )
                 for h in range(r.shape[1])
             ]
@@ -425,20 +451,33 @@ class LabelOverlapImpl:
         else:
             hood = f"k = {spec.class_fraction:g} x class size"
         balanced = ", class-balanced" if spec.class_balanced else ""
-        return [
-            MetricOutput(
-                {"label": name},
-                f"label overlap of {name!r} ({hood}{balanced})",
-                label_overlap(
-                    graph,
-                    data.label(name, unique=True),
-                    k=spec.k,
-                    class_fraction=spec.class_fraction if spec.k is None else None,
+        k, fraction = spec.k, spec.class_fraction if spec.k is None else None
+        outputs = []
+        for name in self._fields(spec, data):
+            labels = data.label(name, unique=True)
+            interval = None
+            if spec.bootstrap is not None:
+                b = spec.bootstrap
+                interval = label_overlap_bootstrap(
+                    graph, labels, k=k, class_fraction=fraction,
                     class_balanced=spec.class_balanced,
-                ),
+                    n_boot=b.n, confidence=b.confidence, seed=b.seed,
+                )  # fmt: skip
+            outputs.append(
+                MetricOutput(
+                    {"label": name},
+                    f"label overlap of {name!r} ({hood}{balanced})",
+                    label_overlap(
+                        graph,
+                        labels,
+                        k=k,
+                        class_fraction=fraction,
+                        class_balanced=spec.class_balanced,
+                    ),
+                    interval=interval,
+                )
             )
-            for name in self._fields(spec, data)
-        ]
+        return outputs
 
     @staticmethod
     def _fields(spec: LabelOverlapMetric, data: LayerInput) -> list[str]:
