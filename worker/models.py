@@ -366,14 +366,15 @@ class ModelCache:
     """Keeps the most recently used model loaded (one at a time per worker process)."""
 
     def __init__(self) -> None:
-        self._key: tuple[str, str, str] | None = None
+        self._key: tuple[str, str, str, bool] | None = None
         self._loaded: LoadedModel | None = None
 
     def get(self, ref: ModelRef, *, cache_dir: Path, allowed_roots: Sequence[Path]) -> LoadedModel:
-        """The model `ref` names, loaded; reused when the same weights, dtype and device are
-        asked for again, else the previous model is dropped first."""
+        """The model `ref` names, loaded; reused when the same weights, dtype, device and
+        remote-code choice are asked for again, else the previous model is dropped first."""
         resolved = resolve_model(ref, cache_dir=cache_dir, allowed_roots=allowed_roots)
-        key = (resolved.fingerprint, ref.dtype, str(select_device(ref.device)))
+        device = str(select_device(ref.device))
+        key = (resolved.fingerprint, ref.dtype, device, ref.trust_remote_code)
         if self._loaded is not None and self._key == key:
             return self._loaded
         self.clear()

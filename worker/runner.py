@@ -33,7 +33,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reprlab.schemas.jobs import JobError, Progress, StageRecord
-from reprlab.server import crud, leases
+from reprlab.schemas.specs import JobSpec
+from reprlab.server import crud, leases, users
 from reprlab.server.leases import Claim, ClaimOutcome, LeasePolicy
 from reprlab.server.models import utcnow
 from reprlab.server.storage import ArtifactStore
@@ -253,6 +254,9 @@ def _run(
 ) -> str:  # fmt: skip
     if claim.spec is None:
         raise ValueError("a claim to run carries the job's spec")
+    untrusted = _untrusted_remote_code(sessions, claim.spec)
+    if untrusted is not None:
+        return _fail(sessions, job_id, worker, untrusted)
     try:
         output: PipelineOutput = run_pipeline(
             claim.spec, store=store, model_cache=model_cache, reporter=reporter,
@@ -295,6 +299,26 @@ def _stopped(
     with sessions() as s:
         done = crud.mark_cancelled(s, job_id, worker=worker)
     return "cancelled" if done else "lost"
+
+
+def _untrusted_remote_code(sessions: sessionmaker[Session], spec: JobSpec) -> JobError | None:
+    """The error of a job asking for remote code of a model no admin trusts now.
+
+    The server checked at submission; an admin may have untrusted the model since.
+    """
+    name = spec.model.name
+    if not spec.model.trust_remote_code:
+        return None
+    with sessions() as s:
+        if users.is_model_trusted(s, name):
+            return None
+    return JobError(
+        type="ModelNotTrusted",
+        message=f"model.trust_remote_code is true, but {name!r} is no longer a trusted model "
+        "(an admin untrusted it after this job was submitted)",
+        hint=f"leave trust_remote_code out, or ask an admin to run `reprlab admin trust-model "
+        f"{name}`",
+    )
 
 
 def _fail(sessions: sessionmaker[Session], job_id: str, worker: str, error: JobError) -> str:

@@ -191,6 +191,11 @@ def test_model_cache_reuses_then_evicts(root: Path) -> None:
     assert old_model() is None  # the previous model was dropped, not kept alongside
     assert next(second.model.parameters()).dtype == torch.bfloat16
     assert second.info.dtype == "bfloat16"
+    # Loaded without remote code: a job that trusts it gets its own load, and the reverse.
+    bf16 = ref.model_copy(update={"dtype": "bfloat16"})
+    remote = cache.get(bf16.model_copy(update={"trust_remote_code": True}), **kwargs)
+    assert remote is not second
+    assert cache.get(bf16, **kwargs) is not remote
 
 
 def test_model_cache_sets_a_pad_token_when_missing(root: Path) -> None:

@@ -387,3 +387,31 @@ def test_ordinary_error_fails_at_once_and_quota_defers(
     assert row.status == "queued" and row.attempts == 0
     assert isinstance(before, datetime) and row.enqueued_at is not None
     assert row.enqueued_at > before
+
+
+def test_remote_code_untrusted_after_submission_fails_before_any_model_work(
+    runtime: dict[str, Any], tiny_model_dir: Path
+) -> None:
+    sessions = runtime["sessions"]
+    name = str(tiny_model_dir)
+    with sessions() as s:
+        users.trust_model(s, name, actor="admin")
+        s.commit()
+    spec = JobSpec.model_validate({
+        "model": {"name": name, "device": "cpu", "trust_remote_code": True},
+        "dataset": {"name": "sentiment", "n_eval": 16, "n_train": 20, "seed": 3},
+        "conditions": [{"name": "zs", "k": 0}],
+        "extraction": {"layers": [1]},
+    })  # fmt: skip
+    with sessions() as s:
+        trusted, untrusted = (crud.create_job(s, "alice", spec).id for _ in range(2))
+    assert run_stored_job(trusted, **runtime) == "succeeded"
+    with sessions() as s:
+        users.untrust_model(s, name, actor="admin")
+        s.commit()
+    models = ModelCache()
+    assert run_stored_job(untrusted, models=models, **runtime) == "failed"
+    error = _row(sessions, untrusted).error
+    assert error is not None and error["type"] == "ModelNotTrusted"
+    assert "no longer a trusted model" in error["message"]
+    assert models.loaded is None
