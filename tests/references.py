@@ -23,7 +23,7 @@ def quietly(fn: Callable[[], T]) -> T:
         return fn()
 
 
-# --- bootstrap resamples of CKA and ARI by brute force (tests of worker/metrics/bootstrap.py) ---
+# --- CKA and ARI resamples by brute force (tests of worker/metrics/bootstrap_pairs.py) ---
 
 
 def copy_free_hsic(

@@ -438,8 +438,8 @@ def test_resampled_cka_is_cka_over_the_pairs_of_draws_of_different_items(debiase
 def test_resampled_cka_without_repeats_is_linear_cka_in_any_batching(
     debiased: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reprlab.worker.metrics.bootstrap as bootstrap_module
-    from reprlab.worker.metrics.bootstrap import cka_statistic
+    import reprlab.worker.metrics.bootstrap_pairs as pairs_module
+    from reprlab.worker.metrics.bootstrap_pairs import cka_statistic
 
     x, y = _related(40, 12, seed=2)
     rng = np.random.default_rng(3)
@@ -448,7 +448,7 @@ def test_resampled_cka_without_repeats_is_linear_cka_in_any_batching(
     np.testing.assert_allclose(ours, linear_cka(x, y, debiased=debiased), rtol=1e-10)
     repeats = _draws_with_repeats(40, seed=4)
     whole = np.asarray(cka_statistic(x, y, debiased)(repeats))
-    monkeypatch.setattr(bootstrap_module, "_BATCH_ELEMENTS", 40 * 7)  # 1 row, 7-column blocks
+    monkeypatch.setattr(pairs_module, "_BATCH_ELEMENTS", 40 * 7)  # 1 row, 7-column blocks
     np.testing.assert_allclose(cka_statistic(x, y, debiased)(repeats), whole, rtol=1e-12)
 
 

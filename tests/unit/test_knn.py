@@ -13,6 +13,7 @@ from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
 import reprlab.worker.metrics.knn as knn_module
+import reprlab.worker.metrics.knn_exact as knn_exact_module
 from reprlab.worker.errors import MetricError
 from reprlab.worker.metrics.knn import KnnGraph, knn_graph, remove_duplicates
 
@@ -243,11 +244,11 @@ def test_band_products_give_every_candidate_pair_or_leave_it_to_recompute(
 ) -> None:
     # The float32 path's float64 values: each finite one is the Gram form of the pair's
     # squared distance; NaN marks the few candidates outside a block's window.
-    monkeypatch.setattr(knn_module, "_BAND_ROWS", block)
+    monkeypatch.setattr(knn_exact_module, "_BAND_ROWS", block)
     points = _clusters(300, 64, seed=9)
     rng = np.random.default_rng(1)
     cand = torch.from_numpy(np.stack([rng.permutation(300)[:20] for _ in range(300)]))
-    values, sq = knn_module._band_sq_distances(torch.from_numpy(points), cand)
+    values, sq = knn_exact_module.band_sq_distances(torch.from_numpy(points), cand)
     x = points.astype(np.float64)
     want = ((x[:, None, :] - x[cand.numpy()]) ** 2).sum(axis=2)
     finite = np.isfinite(values.numpy())
@@ -260,7 +261,8 @@ def test_band_products_give_every_candidate_pair_or_leave_it_to_recompute(
 def test_blocks_against_every_row_when_the_product_triangle_does_not_fit(
     cloud: npt.NDArray[np.float32], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(knn_module, "_BLOCK_ELEMENTS", 4096)  # 503**2 / 2 does not fit
+    monkeypatch.setattr(knn_module, "_SYMMETRIC_ELEMENTS", 4096)  # 503**2 does not fit
+    monkeypatch.setattr(knn_module, "_BLOCK_ELEMENTS", 4096)  # blocks of 8 rows
     graph = knn_graph(torch.from_numpy(cloud), 12, device=CPU)
     _assert_matches(graph, cloud, 12)
 
