@@ -142,6 +142,12 @@ def _condition_curves(
             raise MetricError(f"{name}, layer {layer}: {exc.message}", exc.hint) from exc
         dupes.append(layer_metrics.n_duplicates)
         warnings += [f"layer {layer}: {m}: {why}" for m, why in layer_metrics.skipped.items()]
+        warnings += [
+            f"layer {layer}: {out.label}: {out.why}"
+            for outputs in layer_metrics.outputs.values()
+            for out in outputs
+            if out.value is None and out.why is not None
+        ]
         for metric, outputs in layer_metrics.outputs.items():
             for out in outputs:
                 slot = per_curve.setdefault(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from references import quietly
 
 import reprlab.worker.metrics as metrics_pkg
-from reprlab.schemas.specs import GrideMetric, TwoNNMetric
+from reprlab.schemas.metrics import GrideMetric, MleMetric, TwoNNMetric
 from reprlab.worker.errors import MetricError
 from reprlab.worker.metrics import METRICS, LayerInput, compute_layer_metrics
 from reprlab.worker.metrics.intrinsic_dim import (
@@ -203,7 +203,11 @@ def test_registry_holds_both_id_metrics() -> None:
     assert {"id_twonn", "id_gride"} <= set(METRICS)
     data = LayerInput(x=torch.zeros(3, 2), labels={}, keep=np.arange(3))
     assert METRICS["id_twonn"].max_k(TwoNNMetric(), data) == 2
-    assert METRICS["id_gride"].max_k(GrideMetric(range_max=100, report_n2=64), data) == 64
+    gride = METRICS["id_gride"]
+    # The largest scale the distinct points allow: 3 points reach n2 = 2, 200 reach 64.
+    assert gride.max_k(GrideMetric(range_max=100, report_n2=64), data) == 2
+    many = LayerInput(x=torch.zeros(200, 2), labels={}, keep=np.arange(200))
+    assert gride.max_k(GrideMetric(range_max=100, report_n2=64), many) == 64
 
 
 def test_compute_layer_metrics_builds_one_graph_and_matches_the_estimators(
@@ -265,17 +269,39 @@ def test_bad_report_scale_is_refused_by_the_spec_and_by_the_metric(
         compute_layer_metrics(torch.from_numpy(data[:100]), [unchecked])
 
 
-def test_too_few_distinct_points_skips_that_metric_only_and_says_why(data: Array) -> None:
+def test_too_few_distinct_points_null_the_scales_they_cannot_give_and_say_why(
+    data: Array,
+) -> None:
     x = torch.from_numpy(np.concatenate([data[:40]] * 3))
-    specs = [TwoNNMetric(), GrideMetric(range_max=64, report_n2=32)]
+    boot = {"n": 100}
+    specs = [
+        TwoNNMetric(),
+        GrideMetric(range_max=64, report_n2=32, bootstrap=boot),
+        MleMetric(ks=[50, 15, 25], bootstrap=boot),
+    ]
     out = compute_layer_metrics(x, specs)
-    assert out.skipped == {
-        "id_gride": "too few distinct points: id_gride needs 65, but this layer has 40 distinct "
-        "points (80 duplicates of 120 rows removed)"
-    }
-    assert out.n_duplicates == 80 and "id_gride" not in out.outputs
-    ref = twonn(knn_graph(torch.from_numpy(data[:40]), 2), 0.1).value
-    assert out.outputs["id_twonn"][0].value == ref
+    assert out.skipped == {} and out.n_duplicates == 80
+    g = knn_graph(torch.from_numpy(data[:40]), 32)
+    assert out.outputs["id_twonn"][0].value == twonn(g, 0.1).value
+    gride_out = out.outputs["id_gride"]
+    assert [o.params["n2"] for o in gride_out] == [32, 2, 4, 8, 16, 64]
+    assert [o.value for o in gride_out[:5]] == [
+        s.value for s in [gride_scaling(g, 32)[-1], *gride_scaling(g, 32)[:-1]]
+    ]
+    assert gride_out[0].interval is not None
+    assert gride_out[-1].value is None and gride_out[-1].why == (
+        "too few distinct points: 64 neighbours need 65, this layer has 40"
+    )
+    mle_out = out.outputs["id_mle"]
+    assert [o.params["k"] for o in mle_out] == [50, 15, 25]  # the spec's order: 50 is the main
+    assert mle_out[0].value is None and mle_out[0].interval is None
+    assert mle_out[0].why is not None and "50 neighbours need 51" in mle_out[0].why
+    assert [o.value for o in mle_out[1:]] == [mle(g, k).value for k in (15, 25)]
+    assert all(o.interval is not None for o in mle_out[1:])
+    # The report scale itself out of reach: the main curve is null, without an interval.
+    few = compute_layer_metrics(torch.from_numpy(data[:20]), specs[1:2])
+    assert few.outputs["id_gride"][0].params["n2"] == 32
+    assert few.outputs["id_gride"][0].value is None and few.outputs["id_gride"][0].interval is None
 
 
 def test_a_single_distinct_point_skips_every_metric(data: Array) -> None:

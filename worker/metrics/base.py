@@ -32,6 +32,7 @@ class MetricOutput:
         value: the value, or None where it is undefined.
         error: its standard error (or spread over folds) where the estimator gives one.
         interval: a (low, high) bootstrap confidence interval when asked.
+        why: the reason the value is None, when it is.
     """
 
     params: dict[str, Any]
@@ -39,6 +40,7 @@ class MetricOutput:
     value: float | None
     error: float | None = None
     interval: tuple[float, float] | None = None
+    why: str | None = None
 
 
 @dataclass
@@ -77,6 +79,11 @@ class LayerInput:
     def categorical_fields(self) -> list[str]:
         """Label fields whose values are not all numbers (candidates for clusters/overlap)."""
         return [name for name, values in self.labels.items() if not is_numeric(values)]
+
+    @property
+    def n_distinct(self) -> int:
+        """Number of distinct rows (the points of `graph`)."""
+        return len(self.keep)
 
     def neighbours(self) -> KnnGraph:
         """The layer's kNN graph (built because the metric's `max_k` asked for it)."""

@@ -7,6 +7,7 @@ output exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -101,10 +102,14 @@ class GrideImpl:
     """Gride intrinsic dimension over a scale sweep; the `report_n2` scale comes first."""
 
     def max_k(self, spec: GrideMetric, data: LayerInput) -> int:
-        return self._scales(spec)[-1][1]
+        # Scales up to what the layer's points allow; the larger ones are null (see compute).
+        return _fitting([n2 for _, n2 in self._scales(spec)], data.n_distinct)
 
     def compute(self, data: LayerInput, spec: GrideMetric) -> list[MetricOutput]:
-        self._scales(spec)
+        scales = self._scales(spec)
+        n = data.n_distinct
+        fit = [(n1, n2) for n1, n2 in scales if n2 < n]
+        computed = gride_scaling(data.neighbours(), fit[-1][1]) if fit else []
         outputs = [
             MetricOutput(
                 params={"n1": s.n1, "n2": s.n2},
@@ -112,12 +117,20 @@ class GrideImpl:
                 value=s.value,
                 error=s.error,
             )
-            for s in gride_scaling(data.neighbours(), spec.range_max)
+            for s in computed
+        ] + [
+            MetricOutput(
+                params={"n1": n1, "n2": n2},
+                label=f"Gride ID (n1={n1}, n2={n2})",
+                value=None,
+                why=_too_few(n2, n),
+            )
+            for n1, n2 in scales[len(computed) :]
         ]
         if spec.report_n2 is not None:
             main = next(i for i, o in enumerate(outputs) if o.params["n2"] == spec.report_n2)
             outputs.insert(0, outputs.pop(main))
-            if spec.bootstrap is not None:
+            if spec.bootstrap is not None and outputs[0].value is not None:
                 b = spec.bootstrap
                 interval = gride_bootstrap(
                     data.neighbours(), spec.report_n2 // 2, spec.report_n2,
@@ -145,29 +158,41 @@ class MleImpl:
     """Levina-Bickel MLE intrinsic dimension, one curve per k (the first k is the main one)."""
 
     def max_k(self, spec: MleMetric, data: LayerInput) -> int:
-        return max(spec.ks)
+        # The ks the layer's points allow; the larger ones are null (see compute).
+        return _fitting(spec.ks, data.n_distinct)
 
     def compute(self, data: LayerInput, spec: MleMetric) -> list[MetricOutput]:
         graph = data.neighbours()
         how = "mean of per-point estimates" if spec.average == "estimates" else "inverse mean"
+        n = data.n_distinct
+        sweep = {s.k: s for s in mle_sweep(graph, [k for k in spec.ks if k < n], spec.average)}
         outputs = []
-        for s in mle_sweep(graph, spec.ks, spec.average):
+        for k in spec.ks:  # in the spec's order: the first k is the main curve
+            label, params = (
+                f"MLE ID (Levina-Bickel, k={k}, {how})",
+                {"k": k, "average": spec.average},
+            )
+            if k not in sweep:
+                outputs.append(MetricOutput(params, label, None, why=_too_few(k, n)))
+                continue
             interval = None
             if spec.bootstrap is not None:
                 b = spec.bootstrap
                 interval = mle_bootstrap(
-                    graph, s.k, spec.average, n_boot=b.n, confidence=b.confidence, seed=b.seed
+                    graph, k, spec.average, n_boot=b.n, confidence=b.confidence, seed=b.seed
                 )
-            outputs.append(
-                MetricOutput(
-                    {"k": s.k, "average": spec.average},
-                    f"MLE ID (Levina-Bickel, k={s.k}, {how})",
-                    s.value,
-                    s.error,
-                    interval,
-                )
-            )
+            outputs.append(MetricOutput(params, label, sweep[k].value, sweep[k].error, interval))
         return outputs
+
+
+def _fitting(ks: Sequence[int], n: int) -> int:
+    """The largest neighbour count of `ks` that n distinct points allow, else the largest
+    (which then skips the whole metric at that layer)."""
+    return max((k for k in ks if k < n), default=max(ks))
+
+
+def _too_few(k: int, n: int) -> str:
+    return f"too few distinct points: {k} neighbours need {k + 1}, this layer has {n}"
 
 
 def _resample_interval(b: BootstrapSpec, n: int, statistic: Statistic) -> tuple[float, float]:
