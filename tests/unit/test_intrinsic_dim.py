@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 from references import quietly
 
-import reprlab.worker.metrics as metrics_pkg
+import reprlab.worker.metrics.graphs as graphs_module
 from reprlab.schemas.metrics import GrideMetric, MleMetric, TwoNNMetric
 from reprlab.worker.errors import MetricError
 from reprlab.worker.metrics import METRICS, LayerInput, compute_layer_metrics
@@ -219,7 +219,7 @@ def test_compute_layer_metrics_builds_one_graph_and_matches_the_estimators(
         built.append(k)
         return knn_graph(x, k, **kw)
 
-    monkeypatch.setattr(metrics_pkg, "knn_graph", counting_knn_graph)
+    monkeypatch.setattr(graphs_module, "knn_graph", counting_knn_graph)
     x = torch.from_numpy(np.concatenate([data, data[:7]]))
     specs = [TwoNNMetric(discard_fraction=0.1), GrideMetric(range_max=64, report_n2=32)]
     out = compute_layer_metrics(x, specs, device=torch.device("cpu"), chunk_size=256)

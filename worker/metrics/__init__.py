@@ -150,14 +150,11 @@ def compute_layer_metrics(
     max_k = max((needs[spec.name] for spec, _ in runnable), default=0)
     graph_k = max(max_k, min(slot_k, n - 1))
     if graph_k > 0:
-        unique = x if keep is None else x[keep]
-        if graph_slot is None:
-            data.graph = knn_graph(unique, max_k, device=device, chunk_size=chunk_size)
-        else:
-            graph = graph_slot.cache.graph(
-                graph_slot.key, x, graph_k, rows=keep, device=device, chunk_size=chunk_size
-            )
-            data.graph = graph if max_k == 0 else truncate(graph, max_k)
+        slot = graph_slot if graph_slot is not None else GraphSlot(GraphCache(0), "layer")
+        graph = slot.cache.graph(
+            slot.key, x, graph_k, rows=keep, device=device, chunk_size=chunk_size
+        )
+        data.graph = truncate(graph, max_k) if max_k else graph
     for spec, impl in runnable:
         try:
             result.outputs[spec.name] = impl.compute(data, spec)
