@@ -21,6 +21,7 @@ from reprlab.schemas.specs import (
 )
 from reprlab.worker.data import Example, load_dataset
 from reprlab.worker.data import mcq as mcq_module
+from reprlab.worker.data import sentiment as sentiment_module
 from reprlab.worker.data.base import Draws, generate_distinct
 from reprlab.worker.errors import DataError, SpecError
 from reprlab.worker.prompts import build_prompts
@@ -44,17 +45,54 @@ def test_queries_do_not_change_when_only_the_pool_size_changes() -> None:
     assert small.eval == large.eval
 
 
-def test_sentiment_is_balanced_labelled_and_ends_in_varied_words() -> None:
+def test_sentiment_is_balanced_labelled_and_lexically_rich() -> None:
     d = load_dataset(BuiltinDataset(name="sentiment", n_eval=300, n_train=0))
     assert Counter(e.output for e in d.eval) == {"positive": 150, "negative": 150}
     assert all(e.labels == {"sentiment": e.output} for e in d.eval)
-    # The last token's state is analysed: final words must vary (layer 0 needs distinct points).
-    assert len({e.input.split()[-1] for e in d.eval}) >= 100
-    # ... and end in the word itself, not a shared trailing token such as "." or "!".
-    assert len({e.input[-4:] for e in d.eval}) >= 100
-    assert all(e.input[-1].isalnum() for e in d.eval)
     assert d.template == "plain" and d.target_delimiter == "\n"
     assert d.options == ["negative", "positive"]
+    # Every prompt ends in the same token (the "\n" of the answer position), so the states
+    # differ only through the reviews: these need a large vocabulary, many structures and
+    # lengths, not one varied slot (the grammar before had 357 words, 8-29 words a review).
+    words = Counter(w for e in d.eval for w in re.findall(r"[a-z'-]+", e.input.lower()))
+    assert len(words) >= 600
+    lengths = [len(e.input.split()) for e in d.eval]
+    assert min(lengths) <= 6 and max(lengths) >= 35 and len(set(lengths)) >= 30
+    sentences = [re.split(r"(?<=[.!?]) ", e.input) for e in d.eval]
+    assert {len(s) for s in sentences} >= {1, 2, 3, 4, 5}
+    assert len({" ".join(e.input.split()[:3]) for e in d.eval}) >= 150  # varied openings
+    things = {t for k in sentiment_module.KINDS for t in k.things}
+    assert len({t for e in d.eval for t in things if f" {t}" in e.input}) >= 80
+    # Natural text: filled slots, capitalised sentences with end punctuation, single spaces.
+    for parts in sentences:
+        assert all(p[:1].isupper() or p[:1].isdigit() for p in parts), parts
+        assert all(p[-1] in ".!?" for p in parts), parts
+    assert not any("{" in e.input or "  " in e.input or e.input != e.input.strip()
+                   for e in d.eval)  # fmt: skip
+
+
+def test_sentiment_reviews_use_their_own_polarity_and_kind() -> None:
+    d = load_dataset(BuiltinDataset(name="sentiment", n_eval=2000, n_train=0, seed=2))
+    kinds = sentiment_module.KINDS
+    fixed = {
+        polarity: {s for s in sentences if "{" not in s}
+        for polarity, sentences in (
+            (True, [s for k in kinds for s in k.positive] + list(sentiment_module.VERDICTS_POS)),
+            (False, [s for k in kinds for s in k.negative] + list(sentiment_module.VERDICTS_NEG)),
+        )
+    }
+    kind_of = {t: k for k in kinds for t in k.things}
+    judged = 0
+    for e in d.eval:
+        positive = e.output == "positive"
+        # A fixed sentence of the other polarity never appears in a review.
+        assert not any(s in e.input for s in fixed[not positive]), e.input
+        # "The {aspect} of this {thing} is ...": the aspect is one of the thing's kind.
+        for aspect, thing in re.findall(r"The ([\w -]+?) of this ([\w -]+?) (?:is|are|was|were) ",
+                                        e.input):  # fmt: skip
+            assert aspect in kind_of[thing].aspects, e.input
+            judged += 1
+    assert judged > 200
 
 
 def test_mcq_is_balanced_over_letters_and_subjects_and_answers_are_right() -> None:
@@ -360,8 +398,9 @@ def test_reading_comprehension_relevant_and_distractor_sentences() -> None:
 
 
 @pytest.mark.parametrize(("name", "limit"), [("linear_regression", 151_200),
-                                             ("reading_comprehension", 1_047_552)])  # fmt: skip
-def test_study3_builtins_refuse_sizes_they_cannot_fill(name: str, limit: int) -> None:
+                                             ("reading_comprehension", 1_047_552),
+                                             ("sentiment", 634_200)])  # fmt: skip
+def test_builtins_refuse_sizes_they_cannot_fill(name: str, limit: int) -> None:
     from reprlab.worker.data.loading import BUILTINS
 
     assert BUILTINS[name].capacity // 2 == limit
