@@ -85,7 +85,8 @@ class Transport:
 
     def request(
         self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-        idempotent: bool | None = None, stream: bool = False,
+        idempotent: bool | None = None, stream: bool = False, content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:  # fmt: skip
         """Send a request; raise the mapped exception for an error status.
 
@@ -93,14 +94,16 @@ class Transport:
         503/504; others only on failures to connect (the server never saw them) and on a 429
         with Retry-After (the rate limiter refused them unseen). The wait is the response's
         Retry-After, else an exponential backoff; a Retry-After above `max_retry_wait` seconds
-        is not waited for (the error is raised).
+        is not waited for (the error is raised). `content` sends raw bytes (an upload) instead
+        of `json`, with `headers` added.
         """
         safe = method == "GET" if idempotent is None else idempotent
         attempt = 0
         while True:
             response: httpx.Response | None = None
             try:
-                request = self._http.build_request(method, path, json=json, params=params)
+                request = self._http.build_request(method, path, json=json, params=params,
+                                                   content=content, headers=headers)  # fmt: skip
                 response = self._http.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # The request never reached the server: safe to retry even a job creation.

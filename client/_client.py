@@ -8,6 +8,7 @@ from reprlab.client._base import Transport
 from reprlab.client._config import default_api_key, default_base_url, key_file
 from reprlab.client._exceptions import ReprlabError
 from reprlab.client.resources.admin import Admin
+from reprlab.client.resources.datasets import Datasets
 from reprlab.client.resources.jobs import Jobs
 from reprlab.schemas.users import Me
 
@@ -41,6 +42,7 @@ class Client:
             )
         self._transport = Transport(self.base_url, key, timeout=timeout, max_retries=max_retries)
         self.jobs = Jobs(self._transport)
+        self.datasets = Datasets(self._transport)
         self.admin = Admin(self._transport)
 
     def health(self) -> dict[str, object]:

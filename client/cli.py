@@ -22,8 +22,10 @@ app = typer.Typer(help="reprlab: how language models represent tasks under ICL v
 models_app = typer.Typer(help="Built-in models.", no_args_is_help=True)
 admin_app = typer.Typer(help="Administration (runs on the server machine).", no_args_is_help=True)
 recipes_app = typer.Typer(help="Ready-made job specs (the studies).", no_args_is_help=True)
+datasets_app = typer.Typer(help="Dataset files uploaded for jobs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(admin_app, name="admin")
 
 
@@ -114,7 +116,12 @@ def _validate(data: dict[str, Any], path: Path) -> Any:
 
 
 def _print_results(results: Any, metric: str | None) -> None:
-    from reprlab.client.plots import format_accuracy, format_comparisons, format_table
+    from reprlab.client.plots import (
+        format_accuracy,
+        format_comparisons,
+        format_correlations,
+        format_table,
+    )
 
     metrics = [metric] if metric else sorted(
         {c.metric for cond in results.conditions for c in cond.curves})  # fmt: skip
@@ -127,6 +134,12 @@ def _print_results(results: Any, metric: str | None) -> None:
         for extra in (format_comparisons(results), format_accuracy(results)):
             if extra is not None:
                 out.print(extra)
+    for corr, table in zip(results.correlations, format_correlations(results), strict=True):
+        if metric is None or corr.metric == metric:
+            out.print(table)
+            where = corr.across if corr.condition is None else f"{corr.across}, {corr.condition}"
+            for warning in corr.warnings:
+                out.print(f"[dim]correlation of {corr.metric} ({where}): {warning}[/dim]")
     for cond in results.conditions:
         for warning in cond.warnings:
             out.print(f"[dim]{cond.name}: {warning}[/dim]")
@@ -338,10 +351,18 @@ def results(
     metric: Annotated[str | None, typer.Option(help="Only this metric.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw results JSON.")] = False,
     plot_dir: Annotated[Path | None, typer.Option("--plots", help="Write PNG plots here.")] = None,
+    prompts: Annotated[
+        int | None,
+        typer.Option("--prompts", help="Print the first N exact prompts of each condition (repr)."),
+    ] = None,
 ) -> None:
     """A finished job's per-layer tables (or raw JSON)."""
     with _api() as client:
         res = client.jobs.results(job_id)
+        if prompts is not None:
+            for cond in res.conditions:
+                _print_prompts(client.jobs.prompts(job_id, cond.name), prompts)
+            return
     if as_json:
         print(res.model_dump_json(indent=1))
         return
@@ -349,6 +370,21 @@ def results(
     if plot_dir is not None:
         for p in _write_plots(res, plot_dir):
             out.print(f"plot: {p}")
+
+
+def _print_prompts(doc: Any, n: int) -> None:
+    """The first n prompts of a condition: item, demos, tokens read and the exact text."""
+    fmt = doc.prompt_format
+    out.print(
+        f"[bold]{doc.condition}[/bold]: delimiter {fmt.get('delimiter')!r}, query suffix "
+        f"{fmt.get('suffix')!r}, template {fmt.get('template')}"
+    )
+    for rec in doc.prompts[:n]:
+        out.print(
+            f"  item {rec.item}: demos {rec.demos}, {rec.n_tokens} tokens, read {rec.tokens_read}",
+            highlight=False,
+        )
+        print(f"    {rec.text!r}")
 
 
 @app.command()
@@ -418,7 +454,7 @@ def run(
                 job_spec, store=ArtifactStore(s.artifact_url), model_cache=s.model_cache,
                 reporter=reporter, data_roots=[*s.data_roots, Path.cwd()],
                 model_roots=[*s.model_roots, Path.cwd()], job_id=job_id,
-                graph_cache_bytes=s.graph_cache_mb << 20,
+                graph_cache_bytes=s.graph_cache_mb << 20, hub_downloads=s.hub_downloads,
             )  # fmt: skip
     except WorkerError as exc:
         _fail(f"{type(exc).__name__}: {exc.message}", exc.hint)
@@ -460,6 +496,30 @@ def models_list() -> None:
         _missing_extra(exc, "worker")
     for name, spec in BUILTIN_MODELS.items():
         out.print(f"{name:<26} {spec.description} [{spec.license}]")
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    path: Annotated[Path, typer.Argument(help="A .json, .jsonl, .csv or .parquet file.")],
+    format_: Annotated[
+        str | None, typer.Option("--format", help="json, jsonl, csv or parquet (default: by name).")
+    ] = None,
+) -> None:
+    """Upload a dataset file; prints its id (a job names it: {source: file, upload: ID})."""
+    if not path.is_file():
+        _fail(f"{path} is not a file", "give the path of a dataset file")
+    with _api() as client:
+        record = client.datasets.upload(path, format=format_)
+    err.print(f"[dim]{record.filename}: {record.format}, {record.size} bytes[/dim]")
+    print(record.id)
+
+
+@datasets_app.command("show")
+def datasets_show(upload_id: str) -> None:
+    """An upload's record: owner, file name, format, size, sha256."""
+    with _api() as client:
+        record = client.datasets.get(upload_id)
+    print(record.model_dump_json(indent=1))
 
 
 @recipes_app.command("list")

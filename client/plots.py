@@ -8,7 +8,7 @@ from typing import Any, TypeGuard
 
 from rich.table import Table
 
-from reprlab.schemas.results import ComparisonResult, JobResults, LayerCurve
+from reprlab.schemas.results import ComparisonResult, CorrelationResult, JobResults, LayerCurve
 
 
 def _main_curves(results: JobResults, metric: str) -> list[tuple[str, LayerCurve]]:
@@ -246,6 +246,37 @@ def format_table(results: JobResults, metric: str) -> Table:
         table.add_section()
         table.add_row("AUC", *[_fmt(c.summary.get("auc"), digits) for _, c in curves])
     return table
+
+
+def format_correlations(results: JobResults) -> list[Table]:
+    """One table per correlation result: rows = layers; Pearson and Spearman r, each with its
+    bootstrap interval and p-value, and the number of points."""
+    return [_correlation_table(c) for c in results.correlations]
+
+
+def _correlation_table(c: CorrelationResult) -> Table:
+    table = Table(title=c.label, caption=c.ci, title_justify="left")
+    for col in ("layer", "n", "Pearson r", "CI", "p", "Spearman r", "CI", "p"):
+        table.add_column(col, justify="right")
+    for j, layer in enumerate(c.layers):
+        table.add_row(
+            str(layer), str(c.n[j]),
+            _fmt(c.pearson[j]), _interval(c.pearson_ci_low, c.pearson_ci_high, j),
+            _fmt_p(c.pearson_p[j]),
+            _fmt(c.spearman[j]), _interval(c.spearman_ci_low, c.spearman_ci_high, j),
+            _fmt_p(c.spearman_p[j]),
+        )  # fmt: skip
+    return table
+
+
+def _interval(low: list[float | None] | None, high: list[float | None] | None, j: int) -> str:
+    if low is None or high is None or not (_ok(low[j]) and _ok(high[j])):
+        return "—"
+    return f"[{_fmt(low[j])}, {_fmt(high[j])}]"
+
+
+def _fmt_p(v: float | None) -> str:
+    return f"{v:.2g}" if _ok(v) else "—"
 
 
 def format_accuracy(results: JobResults) -> Table | None:

@@ -1,5 +1,6 @@
 """Pydantic schemas shared by the SDK, the server and the workers (no I/O, no torch)."""
 
+from reprlab.schemas.datasets import DatasetUpload, FieldMap, FileDataset, HFDataset, SplitMap
 from reprlab.schemas.jobs import Job, JobError, JobList, JobStatus, Progress, StageRecord
 from reprlab.schemas.results import (
     BehaviourResult,
@@ -37,8 +38,12 @@ __all__ = [
     "CosineComparison",
     "ConditionResult",
     "DatasetSpec",
+    "DatasetUpload",
     "ExtractionSpec",
+    "FieldMap",
+    "FileDataset",
     "GrideMetric",
+    "HFDataset",
     "ICLCondition",
     "InlineDataset",
     "Item",
@@ -57,6 +62,7 @@ __all__ = [
     "Progress",
     "PromptSpec",
     "SFTCondition",
+    "SplitMap",
     "StageRecord",
     "TwoNNMetric",
 ]

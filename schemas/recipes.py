@@ -62,7 +62,9 @@ RECIPES: dict[str, Recipe] = {
             summary=(
                 "Duan et al. (study 4) on SmolLM2: per-layer cosine similarity of last-token "
                 "states, ICL-IT, anchor-ICL and anchor-IT, for k in {1, 2, 4} demonstrations "
-                "over 5 seeds (mean and standard deviation)."
+                "over 5 seeds (mean and standard deviation); and ICL-IT with half or all of "
+                "the 4 demonstrations' labels wrong, and with the most / least similar "
+                "demonstrations of each query."
             ),
             spec={
                 "name": "icl-vs-it",
@@ -71,6 +73,15 @@ RECIPES: dict[str, Recipe] = {
                 "conditions": [
                     {"name": "anchor", "k": 0},
                     {"name": "icl", "k": [1, 2, 4], "selection": "fixed", "seed": list(_SEEDS)},
+                    {
+                        "name": "icl-noisy",
+                        "k": [4],
+                        "selection": "fixed",
+                        "seed": list(_SEEDS),
+                        "label_noise": [0.5, 1.0],
+                    },
+                    {"name": "icl-similar", "k": [1, 2, 4], "selection": "similar"},
+                    {"name": "icl-dissimilar", "k": [1, 2, 4], "selection": "dissimilar"},
                     {
                         "paradigm": "sft",
                         "name": "it",
@@ -86,6 +97,9 @@ RECIPES: dict[str, Recipe] = {
                 "metrics": [],
                 "comparisons": [
                     {"a": "icl", "b": "it"},
+                    {"a": "icl-noisy", "b": "it"},
+                    {"a": "icl-similar", "b": "it"},
+                    {"a": "icl-dissimilar", "b": "it"},
                     {"a": "anchor", "b": "icl"},
                     {"a": "anchor", "b": "it"},
                 ],
@@ -95,7 +109,8 @@ RECIPES: dict[str, Recipe] = {
             name="landscape",
             summary=(
                 "Doimo et al. (study 2) on SmolLM2 and built-in multi-subject multiple choice: "
-                "normalised block inputs; 0/1/2/5 demonstrations from the query's subject vs "
+                "normalised block inputs; 0/1/2/5 demonstrations (the subject's first k, "
+                "permuted per query with seed 42) vs "
                 "LoRA SFT on all linear layers (loss on the answer) over checkpoints; Gride ID, "
                 "density-peak clusters with their ARI vs subject and answer, label overlap; "
                 "data overlap and partition ARI from the base model to each checkpoint."
@@ -111,6 +126,8 @@ RECIPES: dict[str, Recipe] = {
                         "k": [1, 2, 5],
                         "selection": "fixed_per_group",
                         "group_by": "subject",
+                        "pick": "first",
+                        "seed": 42,
                     },
                     {
                         "paradigm": "sft",
@@ -152,7 +169,9 @@ RECIPES: dict[str, Recipe] = {
                 "Yousefi et al. (study 3) on SmolLM2 and built-in reading comprehension with a "
                 "distractor: relevant tokens max-pooled and standardised; RSA with hypothesis "
                 "RDMs of the asked attribute and sentence order, probes, and the attention "
-                "ratio relevant/distractor, before and after ICL (k = 4)."
+                "ratio relevant/distractor, before and after ICL (k = 1, 2, 4, 8); each one's "
+                "change from zero-shot correlated with the gain in accuracy, per layer, across "
+                "the k (and, for the attention ratio, across queries)."
             ),
             spec={
                 "name": "decoding-icl",
@@ -163,7 +182,9 @@ RECIPES: dict[str, Recipe] = {
                     "n_train": 64,
                     "seed": 0,
                 },
-                "conditions": [{"name": "zero-shot", "k": 0}, {"name": "icl", "k": 4}],
+                # Four ICL points besides the reference: a correlation across conditions
+                # needs at least 3 (k <= 8 of the 64 pool items, drawn per query).
+                "conditions": [{"name": "zero-shot", "k": 0}, {"name": "icl", "k": [1, 2, 4, 8]}],
                 "extraction": {
                     "position": "span_max",
                     "span": "relevant",
@@ -183,6 +204,26 @@ RECIPES: dict[str, Recipe] = {
                     {"name": "attention_ratio"},
                 ],
                 "comparisons": [{"metric": "rsa", "a": "zero-shot", "b": "icl"}],
+                "correlations": [
+                    # Resamples the queries, both sides recomputed on each.
+                    {"metric": "attention_ratio", "reference": "zero-shot"},
+                    {
+                        "metric": "rsa",
+                        "reference": "zero-shot",
+                        "curve": {"hypothesis": "attribute"},
+                        "bootstrap": {"n": 500},
+                    },
+                    # The sentence-order probe (ridge R^2): the attribute's is at 1.0 on
+                    # most layers of SmolLM2, so its change is 0. A probe cannot be refitted
+                    # on resampled queries, and resampling 4 points says little (a third of
+                    # the resamples draw fewer than 3 distinct ones): r and its p-value only.
+                    {
+                        "metric": "probe",
+                        "reference": "zero-shot",
+                        "curve": {"label": "relevant_first"},
+                        "bootstrap": None,
+                    },
+                ],
                 "accuracy": True,
             },
         ),

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from reprlab.schemas._base import ResponseModel
+from reprlab.schemas.correlations import CorrelationResult
 
 
 class LayerCurve(ResponseModel):
@@ -51,6 +52,38 @@ class BehaviourResult(ResponseModel):
     choices: list[int] = Field(
         default_factory=list, description="Per item, the index of the most likely option."
     )
+    boundary_merges: int = Field(
+        default=0,
+        description=(
+            "Prompts whose last tokens merge with an option's first when prompt and "
+            "continuation are tokenised together; they were scored on that joint tokenisation "
+            "past the common prefix (0: every prompt's tokens are a prefix of each option's)."
+        ),
+    )
+
+
+class PromptRecord(ResponseModel):
+    """One query's exact prompt, as the model read it."""
+
+    item: int = Field(description="Index of the query in the dataset's eval split.")
+    text: str = Field(description="The exact prompt text (it ends at the answer position).")
+    demos: list[int] = Field(description="Training-pool indices of the demonstrations, in order.")
+    n_tokens: int = Field(description="Length of the prompt in tokens (special tokens included).")
+    tokens_read: list[int] = Field(
+        description="Token range [first, end) the state was read from (pooled over)."
+    )
+    noisy_demos: list[int] = Field(
+        default_factory=list,
+        description="Positions in `demos` whose output was replaced by a wrong label word.",
+    )
+
+
+class PromptsFile(ResponseModel):
+    """The prompts artifact of one condition (`prompts/<condition>.json`)."""
+
+    condition: str = Field(description="Condition (result) name.")
+    prompt_format: dict[str, Any] = Field(description="The resolved prompt format.")
+    prompts: list[PromptRecord] = Field(description="One record per query item, in item order.")
 
 
 class ConditionResult(ResponseModel):
@@ -78,6 +111,13 @@ class ConditionResult(ResponseModel):
     k: int | None = Field(default=None, description="Demonstrations per query (ICL).")
     seed: int | None = Field(default=None, description="Seed of sampling / training.")
     selection: str | None = Field(default=None, description="How demonstrations were chosen.")
+    label_noise: float | None = Field(
+        default=None,
+        description="ICL: fraction of each query's demonstrations shown with a wrong label.",
+    )
+    demo_dataset: str | None = Field(
+        default=None, description="ICL: the dataset the demonstrations came from, if not the job's."
+    )
     step: int | None = Field(
         default=None, description="SFT: the optimiser step of the analysed weights (0 = base)."
     )
@@ -95,6 +135,33 @@ class ConditionResult(ResponseModel):
     demos: list[list[int]] = Field(
         default_factory=list,
         description="Per query item, the training-pool indices of its demonstrations, in order.",
+    )
+    prompt_hashes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Per query item, the first 16 hex digits of the sha256 of its exact prompt text "
+            "(UTF-8). The texts: `client.jobs.prompts(job, condition)`, `reprlab results ID "
+            "--prompts N`, or the artifact named by `prompts_artifact`."
+        ),
+    )
+    tokens_read: list[list[int]] = Field(
+        default_factory=list,
+        description=(
+            "Per query item, the token range [first, end) of its prompt that the state was read "
+            "from (position 'last': [n_tokens - 1, n_tokens]), in the prompt's own tokens with "
+            "the tokenizer's special tokens."
+        ),
+    )
+    prompt_format: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "The resolved prompt format: template, target delimiter, query suffix (where the "
+            "prompt ends), demo separator, instruction, and the format version."
+        ),
+    )
+    prompts_artifact: str | None = Field(
+        default=None,
+        description="Artifact name of this condition's prompts (JSON: text, demos, tokens read).",
     )
     behaviour: BehaviourResult | None = Field(
         default=None, description="Behavioural accuracy, when the spec asks for it."
@@ -153,6 +220,9 @@ class ComparisonResult(ResponseModel):
     a: str = Field(description="First spec condition.")
     b: str = Field(description="Second spec condition.")
     k: int | None = Field(default=None, description="The swept k of these pairs, if any.")
+    label_noise: float | None = Field(
+        default=None, description="The swept label noise of these pairs, if any."
+    )
     step: int | None = Field(
         default=None, description="With `steps`: the SFT step of b's checkpoint compared."
     )
@@ -206,6 +276,13 @@ class JobResults(ResponseModel):
     )
     comparisons: list[ComparisonResult] = Field(
         default_factory=list, description="Cross-condition comparisons asked for in the spec."
+    )
+    correlations: list[CorrelationResult] = Field(
+        default_factory=list,
+        description=(
+            "Representation change vs behavioural gain (Yousefi et al.): one entry per "
+            "correlation of the spec and scope (across items: per condition)."
+        ),
     )
     artifacts: list[str] = Field(
         default_factory=list, description="Names of downloadable artifacts of this job."

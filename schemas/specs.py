@@ -7,7 +7,7 @@ field instead of a silently ignored option.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     Discriminator,
@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 from reprlab.schemas._base import StrictModel, tag_or_default
+from reprlab.schemas.correlations import CorrelationSpec, check_correlations
+from reprlab.schemas.datasets import DatasetSizes, FileDataset, HFDataset
 from reprlab.schemas.metrics import (
     NAME_PATTERN,
     ComparisonSpec,
@@ -101,16 +103,7 @@ class Item(StrictModel):
         return spans
 
 
-class _DatasetBase(StrictModel):
-    n_eval: int = Field(
-        default=200, ge=1, le=100_000, description="Number of query items that are analysed."
-    )
-    n_train: int = Field(
-        default=200,
-        ge=0,
-        le=100_000,
-        description="Number of items in the demonstration / training pool (disjoint from queries).",
-    )
+class _DatasetBase(DatasetSizes):
     seed: int = Field(
         default=0, ge=0, description="Seed for generation and for the train/eval split."
     )
@@ -174,11 +167,15 @@ class JsonlDataset(_DatasetBase):
 DatasetSpec = Annotated[
     Annotated[BuiltinDataset, Tag("builtin")]
     | Annotated[InlineDataset, Tag("inline")]
-    | Annotated[JsonlDataset, Tag("jsonl")],
+    | Annotated[JsonlDataset, Tag("jsonl")]
+    | Annotated[FileDataset, Tag("file")]
+    | Annotated[HFDataset, Tag("hf")],
     Discriminator(
         tag_or_default("source", "builtin"),
         custom_error_type="invalid_dataset_source",
-        custom_error_message="dataset.source must be one of 'builtin', 'inline', 'jsonl'",
+        custom_error_message=(
+            "dataset.source must be one of 'builtin', 'inline', 'jsonl', 'file', 'hf'"
+        ),
     ),
 ]
 
@@ -190,18 +187,41 @@ class PromptSpec(StrictModel):
         default="auto",
         description=(
             "'plain': demos 'input<delim>output' joined by the demo separator, then the query "
-            "input (Janapati & Ji). 'mcq': a subject header, then demos and query (Doimo et al.). "
-            "'auto': 'mcq' for the mcq dataset, else 'plain'."
+            "input and the query suffix (Janapati & Ji). 'mcq': a subject header, then demos "
+            "and query (Doimo et al.). 'auto': 'mcq' for the mcq dataset, else 'plain'."
         ),
     )
     target_delimiter: str | None = Field(
         default=None,
         description="Text between an input and its output. None: the dataset's default.",
+        max_length=256,
+    )
+    query_suffix: str | None = Field(
+        default=None,
+        description=(
+            "Text after the query input: the prompt ends there, at the answer position, where "
+            "the representation is read. It must begin the target delimiter; the rest of the "
+            "delimiter starts every scored or trained continuation, so prompt + continuation "
+            "is exactly input + delimiter + output. None: the target delimiter with trailing "
+            "spaces removed ('\n' -> 'input\n', Janapati & Ji; ' ' -> 'input', the space "
+            "belongs to the answer, Doimo et al. and lm-eval)."
+        ),
+        max_length=256,
     )
     demo_separator: str = Field(default="\n\n", description="Text between demonstrations.")
     instruction: str | None = Field(
         default=None, description="Optional text placed before everything else."
     )
+
+    @model_validator(mode="after")
+    def _suffix_begins_delimiter(self) -> PromptSpec:
+        delim, suffix = self.target_delimiter, self.query_suffix
+        if delim is not None and suffix is not None and not delim.startswith(suffix):
+            raise ValueError(
+                f"prompt.query_suffix {suffix!r} must be the start of prompt.target_delimiter "
+                f"{delim!r} (the prompt ends there and the continuation holds the rest)"
+            )
+        return self
 
 
 def _int_or_list(name: str, v: int | list[int], lo: int, hi: int) -> int | list[int]:
@@ -217,11 +237,15 @@ def _int_or_list(name: str, v: int | list[int], lo: int, hi: int) -> int | list[
 
 
 class _Sweepable(StrictModel):
-    """A condition whose `k` and `seed` may be lists: one concrete condition per combination."""
+    """A condition whose `k` and `seed` (and, for ICL, `label_noise`) may be lists: one
+    concrete condition per combination."""
 
     name: str = Field(description="Unique name of this condition in the job.", pattern=NAME_PATTERN)
     k: int | list[int] = 0
     seed: int | list[int] = 0
+
+    # Swept dimensions in expansion order, with the tag each adds to a concrete name.
+    _SWEEPS: ClassVar[tuple[tuple[str, str], ...]] = (("k", "k"), ("seed", "s"))
 
     @field_validator("k")
     @classmethod
@@ -233,39 +257,41 @@ class _Sweepable(StrictModel):
     def _seed_range(cls, v: int | list[int]) -> int | list[int]:
         return _int_or_list("seed", v, 0, 2**31 - 1)
 
-    def _combinations(self) -> list[tuple[int, int, str]]:
-        """(k, seed, name) of each concrete condition, in `expand` order."""
-        ks = self.k if isinstance(self.k, list) else [self.k]
-        seeds = self.seed if isinstance(self.seed, list) else [self.seed]
-        k_tag, seed_tag = isinstance(self.k, list), isinstance(self.seed, list)
-        return [
-            (k, seed, f"{self.name}{f'.k{k}' if k_tag else ''}{f'.s{seed}' if seed_tag else ''}")
-            for k in ks
-            for seed in seeds
-        ]
+    def _combinations(self) -> list[tuple[dict[str, Any], str]]:
+        """(values of the swept fields, name) of each concrete condition, in `expand` order."""
+        combos: list[tuple[dict[str, Any], str]] = [({}, self.name)]
+        for dim, tag in self._SWEEPS:
+            value = getattr(self, dim)
+            values = value if isinstance(value, list) else [value]
+            combos = [
+                ({**vals, dim: v}, f"{name}.{tag}{v:g}" if isinstance(value, list) else name)
+                for vals, name in combos
+                for v in values
+            ]
+        return combos
 
     def expanded_names(self) -> list[str]:
         """The names `expand` gives, without building the conditions (cheap: specs are
         validated on every read of a job)."""
-        return [name for _, _, name in self._combinations()]
+        return [name for _, name in self._combinations()]
 
     def expand(self) -> list[Self]:
-        """One concrete condition per (k, seed); a list adds '.k<k>' / '.s<seed>' to the name.
+        """One concrete condition per combination; a list adds '.k<k>' / '.s<seed>' (and
+        '.noise<fraction>') to the name.
 
         A concrete condition keeps `group`: the spec name it came from.
         """
-        swept = {"k": isinstance(self.k, list), "seed": isinstance(self.seed, list)}
+        listed = [dim for dim, _ in self._SWEEPS if isinstance(getattr(self, dim), list)]
         out = []
-        for k, seed, name in self._combinations():
-            one = self.model_copy(update={"k": k, "seed": seed, "name": name})
+        for values, name in self._combinations():
+            one = self.model_copy(update={**values, "name": name})
             one._group = self.name
-            values = {"k": k, "seed": seed}
-            one._swept = {dim: values[dim] for dim, listed in swept.items() if listed}
+            one._swept = {dim: values[dim] for dim in listed}
             out.append(one)
         return out
 
     _group: str | None = PrivateAttr(default=None)
-    _swept: dict[str, int] = PrivateAttr(default_factory=dict)
+    _swept: dict[str, float] = PrivateAttr(default_factory=dict)
 
     @property
     def group(self) -> str:
@@ -273,8 +299,8 @@ class _Sweepable(StrictModel):
         return self._group or self.name
 
     @property
-    def swept(self) -> dict[str, int]:
-        """The swept dimensions ('k', 'seed') and their values for this concrete condition."""
+    def swept(self) -> dict[str, float]:
+        """The swept dimensions ('k', 'seed', 'label_noise') and their values here."""
         return dict(self._swept)
 
     @property
@@ -292,14 +318,16 @@ class _Sweepable(StrictModel):
         return self.seed
 
 
-Selection = Literal["random", "fixed", "fixed_per_group", "similar"]
+Selection = Literal["random", "fixed", "fixed_per_group", "similar", "dissimilar", "given"]
 
 _SELECTION_HELP = (
     "'random': k sampled per query from the pool (seeded); 'fixed': one set of k drawn once "
     "(seeded) and shown to every query (Duan et al.); 'fixed_per_group': one fixed set of k "
-    "per value of the query's `group_by` label, drawn from training items with the same value, "
-    "shown in a per-query shuffled order (Doimo et al.); 'similar': the k training inputs most "
-    "similar to the query (TF-IDF cosine), the most similar last."
+    "per value of the query's `group_by` label, taken from training items with the same value "
+    "(see `pick`), shown in a per-query permuted order (Doimo et al.); 'similar': the k "
+    "training inputs most similar to the query (TF-IDF cosine), the most similar last; "
+    "'dissimilar': the k least similar, the least similar last (Duan et al.); 'given': the "
+    "indices in `demos` or `demos_file` (a study's published draws)."
 )
 
 
@@ -318,6 +346,15 @@ class ICLCondition(_Sweepable):
     group_by: str = Field(
         default="subject", description="Label field that defines groups for fixed_per_group."
     )
+    pick: Literal["seeded", "first"] = Field(
+        default="seeded",
+        description=(
+            "fixed_per_group: which k items of the group. 'seeded': k drawn with the seed. "
+            "'first': the group's first k training items in file order (Doimo et al.'s dev "
+            "items), each query showing them in the order `rng.permutation(k)` of one "
+            "`numpy.random.default_rng(seed)` stream over the queries in order (they used 42)."
+        ),
+    )
     seed: int | list[int] = Field(
         default=0,
         description=(
@@ -325,6 +362,100 @@ class ICLCondition(_Sweepable):
             "'<name>.s<seed>' and the results add their mean and standard deviation."
         ),
     )
+    demos: list[list[int]] | None = Field(
+        default=None,
+        description=(
+            "selection 'given': per query item i (in eval-split order), the training-pool "
+            "indices of its k demonstrations, in prompt order. Entries past n_eval are unused."
+        ),
+        max_length=200_000,
+    )
+    demos_file: str | None = Field(
+        default=None,
+        description=(
+            "selection 'given': a JSON file {\"<query index>\": [train indices], ...} (the "
+            "studies' published draws) under the worker's data roots; the SDK inlines a local "
+            "file into `demos`."
+        ),
+        min_length=1,
+        max_length=4096,
+    )
+    label_noise: float | list[float] = Field(
+        default=0.0,
+        description=(
+            "Fraction of each query's demonstrations whose output is replaced by another label "
+            "word (round(fraction * k) of them, positions and words drawn with the seed; needs "
+            "a closed label set), or a list: each value becomes its own result "
+            "'<name>.noise<fraction>' (Duan et al.'s wrong labels)."
+        ),
+    )
+    demo_dataset: DatasetSpec | None = Field(
+        default=None,
+        description=(
+            "Take the demonstrations from another dataset's training pool (task mismatch, Duan "
+            "et al.); the queries and the prompt format stay this job's."
+        ),
+    )
+
+    _SWEEPS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("k", "k"),
+        ("seed", "s"),
+        ("label_noise", "noise"),
+    )
+
+    @field_validator("label_noise")
+    @classmethod
+    def _noise_range(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and not 1 <= len(v) <= 32:
+            raise ValueError("a label_noise list has 1 to 32 values")
+        if len(set(values)) != len(values):
+            raise ValueError("label_noise lists the same value twice")
+        if any(not 0.0 <= x <= 1.0 for x in values):
+            raise ValueError("label_noise is a fraction between 0 and 1")
+        return v
+
+    @model_validator(mode="after")
+    def _given_demos(self) -> ICLCondition:
+        given = self.demos is not None or self.demos_file is not None
+        if self.selection != "given":
+            if given:
+                raise ValueError(
+                    f"condition '{self.name}': demos / demos_file apply to selection 'given' "
+                    f"only (selection is '{self.selection}')"
+                )
+            return self
+        if self.demos is not None and self.demos_file is not None:
+            raise ValueError(f"condition '{self.name}': give demos or demos_file, not both")
+        if not given:
+            raise ValueError(
+                f"condition '{self.name}': selection 'given' needs demos or demos_file"
+            )
+        if isinstance(self.k, list):
+            raise ValueError(
+                f"condition '{self.name}': selection 'given' fixes each query's demos, so k is "
+                "one number (their count); use one condition per file for a k-sweep"
+            )
+        for i, row in enumerate(self.demos or []):
+            if len(row) != self.k:
+                raise ValueError(
+                    f"condition '{self.name}': demos for query {i} has {len(row)} indices, "
+                    f"k is {self.k}"
+                )
+            if len(set(row)) != len(row):
+                raise ValueError(f"condition '{self.name}': demos for query {i} repeats an index")
+            if any(j < 0 for j in row):
+                raise ValueError(
+                    f"condition '{self.name}': demos for query {i} has a negative index"
+                )
+        return self
+
+    @property
+    def label_noise_value(self) -> float:
+        """label_noise of an expanded condition."""
+        if isinstance(self.label_noise, list):
+            raise TypeError("expand() a label_noise list before reading a single value")
+        return self.label_noise
 
 
 class LoraSpec(StrictModel):
@@ -552,6 +683,16 @@ class JobSpec(StrictModel):
         description="Cross-condition comparisons, e.g. ICL vs IT cosine similarity per layer.",
         max_length=32,
     )
+    correlations: list[CorrelationSpec] = Field(
+        default_factory=list,
+        description=(
+            "Yousefi et al.: per layer, Pearson and Spearman r of each condition's change of a "
+            "metric (rsa, attention_ratio, probe) from a reference condition with its change "
+            "of accuracy, across conditions and (attention_ratio) across queries; needs "
+            "accuracy: true."
+        ),
+        max_length=16,
+    )
     duplicates: Literal["remove", "error"] = Field(
         default="remove",
         description=(
@@ -612,6 +753,40 @@ class JobSpec(StrictModel):
         metric_ids = [m.name for m in self.metrics]
         if len(set(metric_ids)) != len(metric_ids):
             raise ValueError("each metric may be listed once")
+        return self
+
+    @model_validator(mode="after")
+    def _correlations_fit(self) -> JobSpec:
+        check_correlations(self)
+        return self
+
+    def dataset_specs(self) -> list[tuple[str, DatasetSpec]]:
+        """Every dataset the job reads, with the spec field that names it: `dataset`, then
+        each ICL condition's `demo_dataset`."""
+        out: list[tuple[str, DatasetSpec]] = [("dataset", self.dataset)]
+        for c in self.conditions:
+            if isinstance(c, ICLCondition) and c.demo_dataset is not None:
+                out.append((f"conditions.{c.name}.demo_dataset", c.demo_dataset))
+        return out
+
+    @model_validator(mode="after")
+    def _given_demos_fit(self) -> JobSpec:
+        for c in self.conditions:
+            if not isinstance(c, ICLCondition) or c.demos is None:
+                continue
+            data = c.demo_dataset if c.demo_dataset is not None else self.dataset
+            if len(c.demos) < self.dataset.n_eval:
+                raise ValueError(
+                    f"condition '{c.name}': demos has rows for {len(c.demos)} queries but "
+                    f"dataset.n_eval is {self.dataset.n_eval} (query {len(c.demos)} has none)"
+                )
+            for i, row in enumerate(c.demos[: self.dataset.n_eval]):
+                bad = [j for j in row if j >= data.n_train]
+                if bad:
+                    raise ValueError(
+                        f"condition '{c.name}': demos for query {i} has training index {bad[0]}, "
+                        f"but the training pool has n_train = {data.n_train} items"
+                    )
         return self
 
     @model_validator(mode="after")

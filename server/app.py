@@ -17,7 +17,7 @@ from reprlab.server.errors import install_error_handlers
 from reprlab.server.queue import CeleryQueue, JobQueue
 from reprlab.server.ratelimit import install_rate_limit
 from reprlab.server.reconciler import start_reconciler
-from reprlab.server.routes import admin, artifacts, health, jobs, me
+from reprlab.server.routes import admin, artifacts, datasets, health, jobs, me
 from reprlab.server.storage import ArtifactStore
 from reprlab.server.uploads import install_body_limit
 
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, queue: JobQueue | None = Non
     app.include_router(health.router, prefix="/v1")
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(artifacts.router, prefix="/v1")
+    app.include_router(datasets.router, prefix="/v1")
     app.include_router(me.router, prefix="/v1")
     app.include_router(admin.router, prefix="/v1")
     return app

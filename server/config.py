@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     )
     data_roots: list[Path] = Field(
         default_factory=list,
-        description="Directories JSONL datasets may be read from. Empty: `[<home>/data]`.",
+        description="Directories dataset files may be read from. Empty: `[<home>/data]`.",
     )
     model_roots: list[Path] = Field(
         default_factory=list, description="Directories local models may be loaded from."
@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     )
     max_json_depth: int = Field(
         default=32, ge=4, le=512, description="Deepest nesting of arrays/objects in a JSON body."
+    )
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Largest dataset file `POST /v1/datasets` accepts, in bytes.",
+    )  # fmt: skip
+    hub_downloads: bool = Field(
+        default=False,
+        description=(
+            "Let workers download Hugging Face datasets a job names (source 'hf'). Off: only "
+            "the worker's HF cache and save_to_disk directories under data_roots are read."
+        ),
     )
     # Which models jobs may name.
     model_allowlist: list[str] = Field(

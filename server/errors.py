@@ -41,6 +41,7 @@ _STATUS_MEANINGS = {
     404: "No such object for this caller (another member's job is indistinguishable from none).",
     409: "The object's state does not allow the request (e.g. results of an unfinished job).",
     413: "The request body exceeds a size or nesting limit.",
+    415: "The uploaded file is of a type this server does not read.",
     422: "Invalid parameters or body; the message names each bad field.",
     429: "Rate limit or quota reached; `Retry-After` says when to retry where it applies.",
     503: "The job database or the job queue is unreachable; retry after `Retry-After` seconds.",

@@ -24,9 +24,11 @@ from typing import Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from reprlab.schemas.datasets import FileDataset, HFDataset
 from reprlab.schemas.jobs import JobStatus
 from reprlab.schemas.specs import (
     ConcreteCondition,
+    ICLCondition,
     InlineDataset,
     JobSpec,
     JsonlDataset,
@@ -162,17 +164,30 @@ def check_model(s: Session, spec: JobSpec, settings: Settings) -> None:
 
 
 def check_dataset_path(spec: JobSpec, settings: Settings) -> None:
-    """403 for a JSONL path outside the data roots (the worker checks it again)."""
-    if not isinstance(spec.dataset, JsonlDataset):
-        return
+    """403 for a path the job reads (a dataset's JSONL, file or save_to_disk directory, also a
+    condition's `demo_dataset`, and a `demos_file`) outside the data roots (the worker checks
+    them again)."""
+    for field, data in spec.dataset_specs():
+        if isinstance(data, (JsonlDataset, FileDataset, HFDataset)) and data.path is not None:
+            hint = "let the SDK upload a local file (it sends the items inline)"
+            if isinstance(data, FileDataset):
+                hint = (f"upload the file (`reprlab datasets upload PATH`) and give "
+                        f"{field}.upload = the id it prints")  # fmt: skip
+            _check_data_path(data.path, f"{field} path", hint, settings)
+    for c in spec.conditions:
+        if isinstance(c, ICLCondition) and c.demos_file is not None:
+            hint = "let the SDK inline a local file into `demos`"
+            _check_data_path(c.demos_file, f"conditions.{c.name}.demos_file", hint, settings)
+
+
+def _check_data_path(raw: str, what: str, hint: str, settings: Settings) -> None:
     try:
         resolve_under_roots(
-            spec.dataset.path, settings.data_roots, what="dataset path", kind="data",
+            raw, settings.data_roots, what=what, kind="data",
             setting="REPRLAB_DATA_ROOTS", search_roots=True,
         )  # fmt: skip
     except PathNotAllowed as exc:
-        hint = f"{exc.hint}; or let the SDK upload a local file (it sends the items inline)"
-        raise APIError(403, "Forbidden", exc.message, hint) from None
+        raise APIError(403, "Forbidden", exc.message, f"{exc.hint}; or {hint}") from None
 
 
 # --- quotas ------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ An ASGI middleware reads the body before the app does: a `Content-Length` over t
 refused at once without reading anything, and a body without one (chunked) is read only up to
 the limit, then refused. A JSON body nested deeper than the limit is refused before it is
 parsed (Python's parser recurses once per level). Bodies are only ever parsed as JSON: no
-pickle, no form or file uploads.
+pickle, no form uploads. The dataset upload route (`POST /v1/datasets`, raw file bytes) has
+its own limit, `max_upload_bytes`, and its body is not JSON-checked (the server stores it).
 
-- 413 `PayloadTooLarge`: the body is larger than `max_request_bytes`.
+- 413 `PayloadTooLarge`: the body is larger than `max_request_bytes` (an upload: than
+  `max_upload_bytes`).
 - 422 `LimitExceeded`: JSON arrays/objects nested deeper than `max_json_depth`.
 """
 
@@ -44,16 +46,24 @@ def json_depth(body: bytes) -> int:
 class BodyLimitMiddleware:
     """Buffers each request body within the limits, then hands it to the app."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_depth: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, max_depth: int,
+        upload_limits: dict[str, int] | None = None,
+    ) -> None:  # fmt: skip
         self.app, self.max_bytes, self.max_depth = app, max_bytes, max_depth
+        self.upload_limits = dict(upload_limits or {})  # POST path -> its own byte limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("method") == "POST" and scope.get("path") in self.upload_limits
+        limit = self.upload_limits[scope["path"]] if upload else self.max_bytes
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(f"Content-Length is {int(declared)} bytes")(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            too_large = self._too_large(f"Content-Length is {int(declared)} bytes",
+                                        limit if upload else None)  # fmt: skip
+            await too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -63,15 +73,16 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                response = self._too_large(f"the body exceeds {self.max_bytes} bytes")
+            if size > limit:
+                response = self._too_large(f"the body exceeds {limit} bytes",
+                                           limit if upload else None)  # fmt: skip
                 await response(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body.lstrip()[:1] in (b"{", b"[") and self._too_deep(body):
+        if not upload and body.lstrip()[:1] in (b"{", b"[") and self._too_deep(body):
             await self._deep()(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
@@ -82,7 +93,17 @@ class BodyLimitMiddleware:
             return False
         return json_depth(body) > self.max_depth
 
-    def _too_large(self, what: str) -> JSONResponse:
+    def _too_large(self, what: str, upload_limit: int | None = None) -> JSONResponse:
+        if upload_limit is not None:
+            body = error_body(
+                "PayloadTooLarge",
+                f"upload too large: {what}; this server accepts dataset files of at most "
+                f"{upload_limit} bytes (max_upload_bytes)",
+                "upload a smaller file (fewer rows, or Parquet, which is smaller), or put the "
+                "file under the worker's data roots and send its path ({'source': 'file', "
+                "'path': ...})",
+            )
+            return JSONResponse(body, 413, headers={"Connection": "close"})
         body = error_body(
             "PayloadTooLarge",
             f"request body too large: {what}; this server accepts at most {self.max_bytes} "
@@ -121,4 +142,5 @@ def install_body_limit(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
         max_depth=settings.max_json_depth,
+        upload_limits={"/v1/datasets": settings.max_upload_bytes},
     )  # fmt: skip

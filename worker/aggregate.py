@@ -109,16 +109,20 @@ class Member:
 
     name: str
     group: str
-    swept: dict[str, int]
+    swept: dict[str, float]
     layers: list[int]
     states: torch.Tensor  # [n_items, n_layers, hidden]
     step: int | None = None
 
 
+PairGroup = tuple[int | None, float | None, int | None]  # (k, label_noise, b's step)
+
+
 def pairs_of(
     members: Sequence[Member], spec: ComparisonSpec
-) -> dict[tuple[int | None, int | None], list[tuple[Member, Member]]]:
-    """The comparison's pairs (a member of a, a member of b), grouped by swept k and b's step.
+) -> dict[PairGroup, list[tuple[Member, Member]]]:
+    """The comparison's pairs (a member of a, a member of b), grouped by swept k, swept label
+    noise and b's step.
 
     Members pair when they agree on every dimension both conditions sweep (k, seed); a
     condition that sweeps nothing pairs with every member of the other. Side a is final
@@ -126,7 +130,7 @@ def pairs_of(
     """
     side_a = [m for m in members if m.group == spec.a and m.step is None]
     side_b = [m for m in members if m.group == spec.b and (m.step is not None) == spec.steps]
-    groups: dict[tuple[int | None, int | None], list[tuple[Member, Member]]] = {}
+    groups: dict[PairGroup, list[tuple[Member, Member]]] = {}
     for ma in side_a:
         for mb in side_b:
             shared = set(ma.swept) & set(mb.swept)
@@ -135,7 +139,9 @@ def pairs_of(
             if ma.layers != mb.layers:
                 raise ValueError(f"{ma.name} and {mb.name} were extracted at different layers")
             k = ma.swept.get("k", mb.swept.get("k"))
-            groups.setdefault((k, mb.step), []).append((ma, mb))
+            noise = ma.swept.get("label_noise", mb.swept.get("label_noise"))
+            group = (None if k is None else int(k), noise, mb.step)
+            groups.setdefault(group, []).append((ma, mb))
     return groups
 
 
@@ -183,7 +189,7 @@ def compare_conditions(
     out: list[ComparisonResult] = []
     warnings: list[str] = []
     order = sorted(groups.items(), key=lambda kv: tuple(-1 if v is None else v for v in kv[0]))
-    for (k, step), pairs in order:
+    for (k, noise, step), pairs in order:
         if spec.bootstrap is not None and len({m.states.shape[0] for p in pairs for m in p}) > 1:
             raise ValueError(f"the pairs of {spec.a} vs {spec.b} analyse different queries")
         per_pair = [
@@ -212,6 +218,7 @@ def compare_conditions(
                     a=spec.a,
                     b=spec.b,
                     k=k,
+                    label_noise=noise,
                     step=step,
                     layers=pairs[0][0].layers,
                     mean=mean,

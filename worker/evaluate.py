@@ -1,12 +1,13 @@
 """Behavioural accuracy: how often the model picks the right label, scored by likelihood.
 
-For every prompt and every label option, the continuation `delimiter + option` is scored by
-teacher forcing (sum of the log-probabilities of its tokens given the prompt). Reported, as in
-lm-evaluation-harness:
+For every prompt and every label option, the continuation (the rest of the target delimiter
+after the prompt's end, then the option; `prompts.PromptFormat.continuation`) is scored by
+teacher forcing: the sum of the log-probabilities of its tokens given the prompt, on the joint
+tokenisation of prompt + continuation. Reported, as in lm-evaluation-harness:
 - `accuracy`: the gold option has the highest log-likelihood;
 - `accuracy_norm`: the same after dividing each option's log-likelihood by its length in bytes;
-- `first_token_accuracy`: given the prompt and the delimiter, the greedy (argmax) next token is
-  the first token of the gold answer (the delimiter's own tokens, e.g. a newline, are not
+- `first_token_accuracy`: given the prompt and the rest of the delimiter, the greedy (argmax)
+  next token is the first token of the gold answer (the delimiter's own tokens are not
   counted: every option shares them).
 """
 
@@ -24,12 +25,17 @@ from reprlab.worker.errors import JobCancelled, SpecError
 from reprlab.worker.extract import left_pad
 
 # Part of the cache key of stored scores: bump it when the scoring rule changes.
-SCORING_VERSION = "2"
+SCORING_VERSION = "3"
 
 
 @dataclass(frozen=True)
 class BehaviourScores:
-    """Accuracy of one condition and the per-item choices behind it."""
+    """Accuracy of one condition and the per-item choices behind it.
+
+    `boundary_merges` counts the prompts whose last tokens merge with a continuation's first
+    (the prompt's own tokens are not a prefix of prompt + continuation's): those are scored on
+    the joint tokenisation past the common prefix.
+    """
 
     accuracy: float
     accuracy_norm: float
@@ -38,36 +44,64 @@ class BehaviourScores:
     options: list[str]
     choices: list[int]  # per item: the option with the highest log-likelihood
     loglik: list[list[float]]  # per item, per option
+    boundary_merges: int = 0
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def split_continuation(
     tokenizer: Any, context: str, continuation: str
 ) -> tuple[list[int], list[int]]:
-    """Token ids of context and continuation such that their concatenation encodes both.
+    """Token ids of context and continuation whose concatenation is the joint encoding.
 
-    The whole text is encoded once and cut where the context's own encoding ends, so a token
-    that merges across the boundary is not double counted (lm-evaluation-harness's rule).
+    The whole text is encoded once and cut where it stops agreeing with the context's own
+    encoding (at the context's end when nothing merges), keeping at least one continuation
+    token: the tokens scored or trained on are always those of `context + continuation`.
     """
     whole: list[int] = tokenizer(context + continuation)["input_ids"]
     ctx: list[int] = tokenizer(context)["input_ids"]
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return ctx, whole[len(ctx) :]
-    cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-    return ctx, list(cont)
+    cut = min(_common_prefix(whole, ctx), len(whole) - 1)
+    return whole[:cut], whole[cut:]
 
 
-def _delimiter_tokens(
-    tokenizer: Any, context: str, delimiter: str, pair: tuple[list[int], list[int]]
-) -> int:
-    """How many leading continuation tokens encode only the delimiter (0 if they merge)."""
-    if not delimiter:
-        return 0
-    ctx, cont = pair
-    with_delim: list[int] = tokenizer(context + delimiter)["input_ids"]
-    whole = ctx + cont
-    if with_delim[: len(ctx)] == ctx and whole[: len(with_delim)] == with_delim:
-        return len(with_delim) - len(ctx)
-    return 0
+@dataclass(frozen=True)
+class _Encoded:
+    """One prompt's shared context tokens, each option's continuation and answer offset."""
+
+    context: list[int]
+    continuations: list[list[int]]
+    answer_at: list[int]  # per option: the continuation index of the answer's first token
+    merged: bool
+
+
+def _encode(tokenizer: Any, prompt: str, prefix: str, options: Sequence[str]) -> _Encoded:
+    """Tokens of a prompt and its options on the joint tokenisation (see `BehaviourScores`).
+
+    The context is cut where any option's encoding of prompt + continuation stops agreeing
+    with the prompt's own, so every option is scored on its own joint tokens past one shared
+    context. The answer starts after the tokens that encode only prompt + `prefix`.
+    """
+    ctx: list[int] = tokenizer(prompt)["input_ids"]
+    wholes: list[list[int]] = [tokenizer(prompt + prefix + o)["input_ids"] for o in options]
+    cut = min(min(_common_prefix(w, ctx), len(w) - 1) for w in wholes)
+    if cut < 1:
+        raise SpecError(
+            "a prompt's only token merges with its continuation, so no context is left to "
+            f"score from (prompt {prompt[:60]!r})",
+            hint="use longer prompts, or a delimiter that separates the answer",
+        )
+    with_prefix: list[int] = tokenizer(prompt + prefix)["input_ids"] if prefix else ctx
+    answer_at = []
+    for w in wholes:
+        a = _common_prefix(with_prefix, w) - cut
+        answer_at.append(min(max(a, 0), len(w) - cut - 1))
+    return _Encoded(ctx[:cut], [w[cut:] for w in wholes], answer_at, cut < len(ctx))
 
 
 def score_options(
@@ -76,13 +110,17 @@ def score_options(
     prompts: Sequence[str],
     gold: Sequence[int],
     options: Sequence[str],
-    delimiter: str,
+    prefix: str,
     *,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> BehaviourScores:
     """Log-likelihood scoring of every option for every prompt (see the module docstring).
+
+    Args:
+        prefix: The text between a prompt's end and the answer (the target delimiter minus
+            the query suffix; "" when the prompt ends at the delimiter).
 
     Raises:
         SpecError: no options, or a gold index outside the options.
@@ -92,40 +130,37 @@ def score_options(
         raise SpecError("accuracy needs a closed set of label options; this dataset has none")
     if len(gold) != len(prompts) or any(not 0 <= g < len(options) for g in gold):
         raise SpecError("every item's output must be one of the dataset's options")
-    pairs = [split_continuation(tokenizer, p, delimiter + o) for p in prompts for o in options]
-    skip = [
-        _delimiter_tokens(tokenizer, p, delimiter, pairs[i * len(options) + j])
-        for i, p in enumerate(prompts)
-        for j in range(len(options))
-    ]
+    encoded = [_encode(tokenizer, p, prefix, options) for p in prompts]
     n_opt = len(options)
     device = next(model.parameters()).device
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
-    scores = torch.empty(len(pairs), dtype=torch.float64)
-    first_hit = torch.zeros(len(pairs), dtype=torch.bool)
-    # The context's tokens are the same for every option (its own encoding), so each prompt
-    # is run once and its KV cache is shared by the options' continuations.
-    order = sorted(range(len(prompts)), key=lambda i: len(pairs[i * n_opt][0]))
+    scores = torch.empty(len(prompts) * n_opt, dtype=torch.float64)
+    first_hit = torch.zeros(len(prompts) * n_opt, dtype=torch.bool)
+    # The context is the same for every option, so each prompt is run once and its KV cache
+    # is shared by the options' continuations.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i].context))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             if should_stop is not None and should_stop():
                 raise JobCancelled()
             idx = order[start : start + batch_size]
-            rows = [i * n_opt + j for i in idx for j in range(n_opt)]
+            conts = [c for i in idx for c in encoded[i].continuations]
             logp = _continuation_logprobs(
-                model, [pairs[i * n_opt][0] for i in idx], [pairs[r][1] for r in rows],
-                n_opt, pad_id, device,
-            )  # fmt: skip
-            for b, r in enumerate(rows):
-                cont = pairs[r][1]
-                pred = logp[b, : len(cont)]
-                target = torch.tensor(cont, device=pred.device)
-                scores[r] = pred.gather(-1, target[:, None]).sum().double().cpu()
-                a = min(skip[r], len(cont) - 1)  # the first token of the answer itself
-                first_hit[r] = bool(pred[a].argmax() == target[a])
+                model, [encoded[i].context for i in idx], conts, n_opt, pad_id, device
+            )
+            b = 0
+            for i in idx:
+                for j, cont in enumerate(encoded[i].continuations):
+                    pred = logp[b, : len(cont)]
+                    target = torch.tensor(cont, device=pred.device)
+                    scores[i * n_opt + j] = pred.gather(-1, target[:, None]).sum().double().cpu()
+                    a = encoded[i].answer_at[j]  # the first token of the answer itself
+                    first_hit[i * n_opt + j] = bool(pred[a].argmax() == target[a])
+                    b += 1
             if progress is not None:
                 progress(min(start + len(idx), len(order)) * n_opt, len(order) * n_opt)
-    return _summarise(scores, first_hit, gold, list(options))
+    merges = sum(e.merged for e in encoded)
+    return _summarise(scores, first_hit, gold, list(options), merges)
 
 
 def _continuation_logprobs(
@@ -177,7 +212,7 @@ def _cache_argument(model: nn.Module) -> str:
 
 
 def _summarise(
-    scores: Tensor, first_hit: Tensor, gold: Sequence[int], options: list[str]
+    scores: Tensor, first_hit: Tensor, gold: Sequence[int], options: list[str], merges: int
 ) -> BehaviourScores:
     n_opt = len(options)
     ll = scores.view(-1, n_opt)
@@ -195,4 +230,5 @@ def _summarise(
         options=options,
         choices=[int(c) for c in choices],
         loglik=[[float(v) for v in row] for row in ll],
+        boundary_merges=merges,
     )

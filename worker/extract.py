@@ -106,7 +106,9 @@ class Activations:
     """Pooled states: `states[p, j]` is prompt p at layer `layers[j]`.
 
     `states` is `Float[Tensor, "n_prompts n_layers hidden"]` on the CPU (the last token, or the
-    maximum over a span's tokens); `n_tokens[p]` is the length of prompt p in tokens.
+    maximum over a span's tokens); `n_tokens[p]` is the length of prompt p in tokens and
+    `read[p]` the token range [first, end) its state was read from (pooled over), in the
+    prompt's own tokens: `(n_tokens[p] - 1, n_tokens[p])` for position 'last'.
     `attention` (None unless asked for) is float32 on the CPU, `[n_prompts, n_layers, n_spans]`
     (mean over heads) or `[n_prompts, n_layers, n_heads, n_spans]` (per head): the attention
     mass from the last token of prompt p to span `attention_spans[s]` at layer `layers[j]`,
@@ -118,10 +120,16 @@ class Activations:
     n_tokens: list[int]
     attention: Tensor | None = None
     attention_spans: list[str] = field(default_factory=list)
+    read: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.read:
+            self.read = [(n - 1, n) for n in self.n_tokens]
 
     def to_safetensors(self, meta: Mapping[str, str]) -> bytes:
-        """Serialise: one tensor 'layer.<i>' [n, hidden] per layer, plus 'n_tokens' int64 [n],
-        plus 'attention' float32 (layout as the attribute) when there is one.
+        """Serialise: one tensor 'layer.<i>' [n, hidden] per layer, plus 'n_tokens' int64 [n]
+        and 'read' int64 [n, 2] (the token range read), plus 'attention' float32 (layout as
+        the attribute) when there is one.
 
         bfloat16 states are written as float32 (numpy, which the SDK reads with, has no
         bfloat16). Metadata is `meta` plus 'format' and 'layers' (a JSON list), and with
@@ -132,6 +140,7 @@ class Activations:
             f"layer.{layer}": states[:, j].contiguous() for j, layer in enumerate(self.layers)
         }
         tensors["n_tokens"] = torch.tensor(self.n_tokens, dtype=torch.int64)
+        tensors["read"] = torch.tensor(self.read, dtype=torch.int64).reshape(-1, 2)
         metadata = {**dict(meta), "format": FORMAT, "layers": json.dumps(self.layers)}
         if self.attention is not None:
             tensors["attention"] = self.attention.float().contiguous()
@@ -159,9 +168,11 @@ class Activations:
                     f"corrupt activations file: attention of shape {tuple(attention.shape)} "
                     f"does not match {expected[0]} prompts, {expected[1]} layers, spans {spans}"
                 )
+        read = tensors.get("read")
         return cls(
             layers=layers, states=states, n_tokens=tensors["n_tokens"].tolist(),
             attention=attention, attention_spans=spans,
+            read=[] if read is None else [(int(a), int(b)) for a, b in read.tolist()],
         )  # fmt: skip
 
 
@@ -262,16 +273,23 @@ def extract_activations(
     finally:
         for handle in handles:
             handle.remove()
-    return _activations(plan, states, [len(e) for e in encoded], masses, spec)
+    n_tokens = [len(e) for e in encoded]
+    read = [r[plan.names[0]] for r in ranges] if plan.pool else [(n - 1, n) for n in n_tokens]
+    return _activations(plan, states, n_tokens, read, masses, spec)
 
 
 def _activations(
-    plan: _Plan, states: Tensor, n_tokens: list[int], masses: Tensor | None, spec: ExtractionSpec
+    plan: _Plan,
+    states: Tensor,
+    n_tokens: list[int],
+    read: list[tuple[int, int]],
+    masses: Tensor | None,
+    spec: ExtractionSpec,
 ) -> Activations:
     if masses is None or spec.attention is None:
-        return Activations(layers=plan.layers, states=states, n_tokens=n_tokens)
+        return Activations(layers=plan.layers, states=states, n_tokens=n_tokens, read=read)
     return Activations(
-        layers=plan.layers, states=states, n_tokens=n_tokens,
+        layers=plan.layers, states=states, n_tokens=n_tokens, read=read,
         attention=masses if spec.attention.per_head else masses.mean(dim=2),
         attention_spans=list(spec.attention.spans),
     )  # fmt: skip

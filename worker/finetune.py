@@ -32,7 +32,7 @@ from reprlab.worker.evaluate import split_continuation
 from reprlab.worker.models import LoadedModel
 
 # Part of every adapter's content key: bump it when the training loop changes what it computes.
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"
 IGNORE = -100
 
 

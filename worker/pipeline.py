@@ -18,10 +18,12 @@ from pathlib import Path
 
 from reprlab.schemas.metrics import metric_label_fields
 from reprlab.schemas.results import JobResults
-from reprlab.schemas.specs import JobSpec
+from reprlab.schemas.specs import ICLCondition, JobSpec
 from reprlab.server.storage import ArtifactStore
 from reprlab.worker.aggregate import seed_aggregates
+from reprlab.worker.correlate import check_correlation_layers, correlation_results
 from reprlab.worker.data import Dataset, load_dataset
+from reprlab.worker.demos import read_demos_file
 from reprlab.worker.errors import SpecError
 from reprlab.worker.extract import resolve_layers
 from reprlab.worker.metrics import GraphCache
@@ -56,6 +58,7 @@ def run_pipeline(
     models: ModelCache | None = None,
     max_layers: int | None = None,
     graph_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+    hub_downloads: bool = False,
 ) -> PipelineOutput:
     """Run every stage of a job and return its results (also written to the store).
 
@@ -64,7 +67,7 @@ def run_pipeline(
         store: Artifact store for activations, plots and the results JSON.
         model_cache: Directory of converted built-in models.
         reporter: Receives progress and stage records; asked between batches whether to stop.
-        data_roots: Directories JSONL datasets may be read from.
+        data_roots: Directories dataset files may be read from.
         model_roots: Directories local models may be loaded from.
         job_id: Names the per-job artifacts.
         models: A process-level model cache to reuse loaded models across jobs.
@@ -72,6 +75,8 @@ def run_pipeline(
             the model's depth before any model work; None: no limit.
         graph_cache_bytes: Memory for kNN graphs kept between the per-layer metrics and the
             comparisons (`GraphCache`); a graph that does not fit is computed again.
+        hub_downloads: Let a Hugging Face dataset (`source: hf`) be downloaded from the hub;
+            else only the worker's HF cache is read.
 
     Returns:
         The typed results (`results.artifacts` names what can be downloaded) and the store key
@@ -82,14 +87,17 @@ def run_pipeline(
     """
     reporter.progress("data", 0.0, "building the dataset")
     with timed_stage(reporter, "data") as rec:
-        dataset = load_dataset(spec.dataset, data_roots=data_roots)
+        dataset = load_dataset(spec.dataset, data_roots=data_roots, store=store,
+                               hub_downloads=hub_downloads)  # fmt: skip
         rec.detail = f"{dataset.name}: {len(dataset.eval)} queries, {len(dataset.train)} train"
         labels = _label_table(dataset, spec)  # a missing label field fails before model work
+        pools, given = _demonstrations(spec, data_roots, store, hub_downloads)
     with timed_stage(reporter, "resolve-model") as rec:
         resolved = resolve_model(spec.model, cache_dir=model_cache, allowed_roots=model_roots)
         rec.detail = resolved.description
         if max_layers is not None:
             _check_layer_limit(spec, resolved, max_layers)
+        check_correlation_layers(spec, resolved.info(spec.model).n_layers)
     ctx = JobContext(
         spec=spec,
         store=store,
@@ -99,10 +107,13 @@ def run_pipeline(
         model_cache=model_cache,
         model_roots=model_roots,
         graphs=GraphCache(graph_cache_bytes),
+        pools=pools,
+        given=given,
     )
     units = extract_units(ctx, dataset)
     conditions = condition_results(ctx, units, labels)
     comparisons, warnings = comparison_results(ctx, units)
+    correlations = correlation_results(ctx, conditions, units, dataset, labels)
     info = ctx.model_info()
     results = JobResults(
         job_id=job_id,
@@ -110,11 +121,32 @@ def run_pipeline(
         conditions=conditions,
         aggregates=seed_aggregates(conditions),
         comparisons=comparisons,
+        correlations=correlations,
         warnings=warnings,
     )
     write_report(ctx, results, job_id)
     reporter.progress("done", 1.0, "finished")
     return PipelineOutput(results=results, artifact_keys=dict(ctx.artifacts))
+
+
+def _demonstrations(
+    spec: JobSpec, data_roots: Sequence[Path], store: ArtifactStore, hub_downloads: bool
+) -> tuple[dict[str, Dataset], dict[str, list[list[int]]]]:
+    """Per ICL condition: the pool of its `demo_dataset`, and its given draws (read here, so
+    a bad file fails before any model work)."""
+    pools: dict[str, Dataset] = {}
+    given: dict[str, list[list[int]]] = {}
+    for cond in spec.conditions:
+        if not isinstance(cond, ICLCondition):
+            continue
+        if cond.demo_dataset is not None:
+            pools[cond.name] = load_dataset(cond.demo_dataset, data_roots=data_roots,
+                                            store=store, hub_downloads=hub_downloads)  # fmt: skip
+        if cond.demos is not None:
+            given[cond.name] = cond.demos
+        elif cond.demos_file is not None:
+            given[cond.name] = read_demos_file(cond.demos_file, data_roots, cond.name)
+    return pools, given
 
 
 def _check_layer_limit(spec: JobSpec, resolved: ResolvedModel, max_layers: int) -> None:

@@ -23,6 +23,7 @@ from reprlab.schemas.jobs import StageRecord
 from reprlab.schemas.results import BehaviourResult, ModelInfo
 from reprlab.schemas.specs import JobSpec, SFTCondition
 from reprlab.server.storage import ArtifactStore
+from reprlab.worker.data import Dataset
 from reprlab.worker.errors import JobCancelled
 from reprlab.worker.finetune import Trainee, make_trainee
 from reprlab.worker.metrics import GraphCache
@@ -71,6 +72,9 @@ class JobContext:
     model_cache: Path
     model_roots: Sequence[Path]
     graphs: GraphCache = field(default_factory=GraphCache)
+    # Per spec ICL condition: the demonstration pool of its `demo_dataset`, and its given draws.
+    pools: dict[str, Dataset] = field(default_factory=dict)
+    given: dict[str, list[list[int]]] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     behaviour: dict[str, BehaviourResult] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)

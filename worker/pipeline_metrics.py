@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import torch
@@ -61,7 +62,13 @@ def condition_results(
                 else cond.k_value,
                 seed=cond.seed_value,
                 selection=cond.selection if isinstance(cond, ICLCondition) else None,
+                label_noise=cond.label_noise_value if isinstance(cond, ICLCondition) else None,
+                demo_dataset=_demo_dataset(cond),
                 demos=unit.demos,
+                prompt_hashes=[_text_hash(p.text) for p in unit.prompts],
+                tokens_read=[list(r) for r in acts.read],
+                prompt_format=unit.fmt.key(),
+                prompts_artifact=f"prompts/{unit.name}.json",
                 step=unit.step,
                 trained_on=unit.trained_on,
                 train_losses=unit.losses,
@@ -73,6 +80,20 @@ def condition_results(
             )
         )
     return results
+
+
+def _demo_dataset(cond: ICLCondition | SFTCondition) -> str | None:
+    """A short name of an ICL condition's other demonstration dataset (None: the job's)."""
+    if not isinstance(cond, ICLCondition) or cond.demo_dataset is None:
+        return None
+    spec = cond.demo_dataset
+    name = getattr(spec, "name", None) or getattr(spec, "path", None)
+    return f"{spec.source}:{name}" if name else spec.source
+
+
+def _text_hash(text: str) -> str:
+    """The first 16 hex digits of the sha256 of a prompt's UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def comparison_results(

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from reprlab.schemas.results import BehaviourResult
+from reprlab.schemas.results import BehaviourResult, PromptRecord, PromptsFile
 from reprlab.schemas.specs import ConcreteCondition, ICLCondition, JobSpec, SFTCondition
 from reprlab.worker import store as keys
 from reprlab.worker.data import Dataset
@@ -31,9 +31,10 @@ from reprlab.worker.models import LoadedModel
 from reprlab.worker.pipeline_context import EXTRACT_SHARE, JobContext, timed_stage
 from reprlab.worker.prompts import (
     Prompt,
+    PromptFormat,
     build_prompts,
     fixed_demos,
-    target_delimiter,
+    prompt_format,
     training_texts,
 )
 
@@ -48,6 +49,7 @@ class Unit:
     demos: list[list[int]]
     model_fp: str
     model: Callable[[], LoadedModel]
+    fmt: PromptFormat
     step: int | None = None
     losses: list[float] | None = None
     trained_on: list[int] | None = None
@@ -63,21 +65,25 @@ def extract_units(ctx: JobContext, dataset: Dataset) -> list[Unit]:
     """Every analysed point with its activations (and accuracy), reusing stored work."""
     units: list[Unit] = []
     conditions = _conditions(ctx.spec)
+    fmt = prompt_format(dataset, ctx.spec.prompt)
     n = len(conditions)
     for i, condition in enumerate(conditions):
         ctx.check_stop()
         base = 0.05 + EXTRACT_SHARE * i / n
         share = EXTRACT_SHARE / n
         if isinstance(condition, SFTCondition):
-            points = _train(ctx, dataset, condition, base, share / 2)
+            points = _train(ctx, dataset, condition, fmt, base, share / 2)
             base, share = base + share / 2, share / 2
         else:
-            built = build_prompts(dataset, condition, ctx.spec.prompt)
+            built = build_prompts(
+                dataset, condition, ctx.spec.prompt,
+                pool=ctx.pools.get(condition.group), given=ctx.given.get(condition.group),
+            )  # fmt: skip
             points = [
                 Unit(
                     name=condition.name, condition=condition, prompts=built,
                     demos=[list(p.demos) for p in built], model_fp=ctx.resolved.fingerprint,
-                    model=ctx.model,
+                    model=ctx.model, fmt=fmt,
                 )
             ]  # fmt: skip
         for j, unit in enumerate(points):
@@ -89,12 +95,18 @@ def extract_units(ctx: JobContext, dataset: Dataset) -> list[Unit]:
                 _behaviour_unit(ctx, dataset, unit, start + part, part)
             else:
                 unit.acts = _extract_unit(ctx, unit, start, part)
+            _record_prompts(ctx, unit)
         units += points
     return units
 
 
 def _train(
-    ctx: JobContext, dataset: Dataset, cond: SFTCondition, base: float, share: float
+    ctx: JobContext,
+    dataset: Dataset,
+    cond: SFTCondition,
+    fmt: PromptFormat,
+    base: float,
+    share: float,
 ) -> list[Unit]:
     """Fine-tune (or find the stored checkpoints of) one SFT condition; one unit per step."""
     if cond.train_on == "train":
@@ -112,7 +124,7 @@ def _train(
         )
     recipe_key = keys.digest({
         "v": keys.KEY_VERSION, "training": TRAINING_VERSION, "model": ctx.resolved.fingerprint,
-        "dtype": ctx.spec.model.dtype, "texts": keys.digest(pairs),
+        "dtype": ctx.spec.model.dtype, "texts": keys.digest(pairs), "format": fmt.key(),
         "recipe": cond.training_recipe(), "total": total,
     })  # fmt: skip
     steps = sorted({*cond.checkpoints, total})
@@ -143,7 +155,7 @@ def _train(
                 trained_on=list(indices) if cond.train_on == "demos" else None,
                 model_fp=keys.digest([ctx.resolved.fingerprint, ckpt_key(step)]),
                 model=functools.partial(ctx.tuned, cond, recipe_key, ckpt_key(step)),
-                step=step, losses=losses[:step],
+                fmt=fmt, step=step, losses=losses[:step],
             )
         )  # fmt: skip
     return units
@@ -209,11 +221,11 @@ def _behaviour_unit(
         )
         return
     gold = [options.index(q.output) for q in dataset.eval]
-    delimiter = target_delimiter(dataset, ctx.spec.prompt)
+    prefix = unit.fmt.continuation_prefix
     key = "behaviour/" + keys.digest({
         "v": keys.KEY_VERSION, "scoring": SCORING_VERSION, "model": unit.model_fp,
-        "dtype": ctx.spec.model.dtype,
-        "prompts": keys.prompts_digest(unit.prompts), "options": options, "delimiter": delimiter,
+        "dtype": ctx.spec.model.dtype, "format": unit.fmt.key(),
+        "prompts": keys.prompts_digest(unit.prompts), "options": options, "prefix": prefix,
         "gold": gold,
     }) + ".json"  # fmt: skip
     with timed_stage(ctx.reporter, stage) as rec:
@@ -229,7 +241,7 @@ def _behaviour_unit(
 
             scores = score_options(
                 loaded.model, loaded.tokenizer, [p.text for p in unit.prompts], gold, options,
-                delimiter,
+                prefix,
                 batch_size=ctx.spec.extraction.batch_size, progress=on_batch,
                 should_stop=ctx.reporter.should_stop,
             )  # fmt: skip
@@ -237,9 +249,15 @@ def _behaviour_unit(
                 accuracy=scores.accuracy, accuracy_norm=scores.accuracy_norm,
                 first_token_accuracy=scores.first_token_accuracy, n_items=scores.n_items,
                 options=scores.options, choices=scores.choices,
+                boundary_merges=scores.boundary_merges,
             )  # fmt: skip
             ctx.store.put_bytes(key, result.model_dump_json().encode())
             rec.detail = f"accuracy {result.accuracy:.3f} over {result.n_items} items"
+    if result.boundary_merges:
+        ctx.warnings.setdefault(unit.name, []).append(
+            f"accuracy: {result.boundary_merges} of {result.n_items} prompts merge with an "
+            "option's first token; scored on the joint tokenisation past the common prefix"
+        )
     ctx.behaviour[unit.name] = result
 
 
@@ -250,6 +268,7 @@ def _extract_unit(ctx: JobContext, unit: Unit, base: float, share: float) -> Act
         dtype=ctx.spec.model.dtype,
         prompts_sha=keys.prompts_digest(unit.prompts),
         extraction=extraction,
+        prompt_format=unit.fmt.key(),
     )
     ctx.artifacts[f"activations/{unit.name}.safetensors"] = key
     stage = f"extract:{unit.name}"
@@ -275,3 +294,23 @@ def _extract_unit(ctx: JobContext, unit: Unit, base: float, share: float) -> Act
         ctx.store.put_bytes(key, acts.to_safetensors(meta))
         rec.detail = f"{len(unit.prompts)} prompts x {len(acts.layers)} layers -> {key}"
     return acts
+
+
+def _record_prompts(ctx: JobContext, unit: Unit) -> None:
+    """Store the unit's exact prompts with the demos and the tokens read (content-keyed)."""
+    if unit.acts is None:
+        raise RuntimeError(f"unit {unit.name} has no activations")
+    doc = PromptsFile(
+        condition=unit.name,
+        prompt_format=unit.fmt.key(),
+        prompts=[
+            PromptRecord(item=p.item, text=p.text, demos=list(p.demos), n_tokens=n,
+                         tokens_read=list(read), noisy_demos=list(p.noisy))
+            for p, n, read in zip(unit.prompts, unit.acts.n_tokens, unit.acts.read, strict=True)
+        ],
+    )  # fmt: skip
+    blob = doc.model_dump_json().encode()
+    key = f"prompts/{keys.digest(blob.decode())}.json"
+    if not ctx.store.exists(key):
+        ctx.store.put_bytes(key, blob)
+    ctx.artifacts[f"prompts/{unit.name}.json"] = key

@@ -198,6 +198,7 @@ def run_stored_job(
     worker: str | None = None,
     max_layers: int | None = None,
     graph_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+    hub_downloads: bool = False,
 ) -> str:
     """Run a delivered job to its end if this worker may, and record the outcome on its row.
 
@@ -208,6 +209,7 @@ def run_stored_job(
         worker: this worker's lease-holder id (default: `worker_id()`).
         max_layers: the server's per-job layer limit, checked once the model's depth is known.
         graph_cache_bytes: memory for kNN graphs reused within the job (`run_pipeline`).
+        hub_downloads: let Hugging Face datasets be downloaded (`run_pipeline`).
 
     Returns:
         "succeeded", "failed", "cancelled"; "deferred" (quota) or "retrying" (transient error):
@@ -236,8 +238,8 @@ def run_stored_job(
             outcome = _run(job_id, claim, reporter, worker, sessions, policy, requeue,
                            store=store, model_cache=model_cache, data_roots=data_roots,
                            model_roots=model_roots, models=models,
-                           max_layers=max_layers,
-                           graph_cache_bytes=graph_cache_bytes)  # fmt: skip
+                           max_layers=max_layers, graph_cache_bytes=graph_cache_bytes,
+                           hub_downloads=hub_downloads)  # fmt: skip
     finally:
         if outcome != "succeeded":
             # The pipeline's exception (and with it every model the job held) is gone by now.
@@ -250,7 +252,7 @@ def _run(
     sessions: sessionmaker[Session], policy: RunPolicy, requeue: Requeue | None, *,
     store: ArtifactStore, model_cache: Path, data_roots: list[Path], model_roots: list[Path],
     models: ModelCache | None, max_layers: int | None = None,
-    graph_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+    graph_cache_bytes: int = DEFAULT_BUDGET_BYTES, hub_downloads: bool = False,
 ) -> str:  # fmt: skip
     if claim.spec is None:
         raise ValueError("a claim to run carries the job's spec")
@@ -262,6 +264,7 @@ def _run(
             claim.spec, store=store, model_cache=model_cache, reporter=reporter,
             data_roots=data_roots, model_roots=model_roots, job_id=job_id, models=models,
             max_layers=max_layers, graph_cache_bytes=graph_cache_bytes,
+            hub_downloads=hub_downloads,
         )  # fmt: skip
     except JobCancelled:
         return _stopped(sessions, job_id, worker, reporter.stop_reason, claim)

@@ -43,16 +43,24 @@ def prompts_digest(prompts: Sequence[str | Prompt]) -> str:
 
 
 def activations_key(
-    *, model_fingerprint: str, dtype: str, prompts_sha: str, extraction: dict[str, Any]
+    *,
+    model_fingerprint: str,
+    dtype: str,
+    prompts_sha: str,
+    extraction: dict[str, Any],
+    prompt_format: dict[str, Any] | None = None,
 ) -> str:
-    """Key of one condition's activations: model, forward dtype, exact prompts, extraction."""
-    payload = {
+    """Key of one condition's activations: model, forward dtype, exact prompts, the format
+    they were rendered in, extraction."""
+    payload: dict[str, Any] = {
         "v": KEY_VERSION,
         "model": model_fingerprint,
         "dtype": dtype,
         "prompts": prompts_sha,
         "extraction": extraction,
     }
+    if prompt_format is not None:
+        payload["format"] = prompt_format
     return f"activations/{digest(payload)}.safetensors"
 
 

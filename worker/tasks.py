@@ -57,4 +57,5 @@ def run_job(job_id: str) -> str:
         requeue=_requeue,
         max_layers=settings.max_layers,
         graph_cache_bytes=settings.graph_cache_mb << 20,
+        hub_downloads=settings.hub_downloads,
     )

@@ -24,9 +24,10 @@ from reprlab.client._exceptions import (
     JobFailedError,
     WaitTimeoutError,
 )
+from reprlab.schemas.demos import parse_demos_file
 from reprlab.schemas.jobs import Job, JobList, JobStatus
 from reprlab.schemas.jsonl import parse_jsonl
-from reprlab.schemas.results import JobResults
+from reprlab.schemas.results import JobResults, PromptsFile
 from reprlab.schemas.specs import JobSpec
 
 
@@ -50,8 +51,29 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     return inline_local_data(data, base=path.parent)
 
 
+def inline_demo_files(spec: dict[str, Any], *, base: Path | None = None) -> dict[str, Any]:
+    """Replace each condition's `demos_file` that exists here by its rows (`demos`)."""
+    conditions = spec.get("conditions")
+    if not isinstance(conditions, list):
+        return spec
+    out = []
+    for cond in conditions:
+        raw = cond.get("demos_file") if isinstance(cond, dict) else None
+        path = None if not isinstance(raw, str) else Path(raw).expanduser()
+        if path is not None and not path.is_absolute() and base is not None:
+            path = base / path
+        if path is None or not path.is_file():
+            out.append(cond)  # none, or a path on the worker's data roots
+            continue
+        rows = parse_demos_file(path.read_text(encoding="utf-8"), source=str(path))
+        out.append({**{k: v for k, v in cond.items() if k != "demos_file"}, "demos": rows})
+    return {**spec, "conditions": out}
+
+
 def inline_local_data(spec: dict[str, Any], *, base: Path | None = None) -> dict[str, Any]:
-    """Replace a JSONL dataset whose file exists here by its items (the server cannot read it)."""
+    """Replace a JSONL dataset whose file exists here by its items (the server cannot read it),
+    and a condition's local `demos_file` by its rows."""
+    spec = inline_demo_files(spec, base=base)
     dataset = spec.get("dataset")
     if not isinstance(dataset, dict) or dataset.get("source") != "jsonl":
         return spec
@@ -224,6 +246,12 @@ class Jobs:
             return dest_dir
         os.replace(tmp, dest_dir / "model.safetensors")
         return dest_dir
+
+    def prompts(self, job_id: str, condition: str) -> PromptsFile:
+        """A condition's exact prompts (text, demo indices, tokens read) and their format."""
+        name = f"prompts/{condition}.json"
+        data = self._t.request("GET", f"/v1/jobs/{job_id}/artifacts/{name}").content
+        return PromptsFile.model_validate_json(data)
 
     def activations(self, job_id: str, condition: str) -> dict[int, np.ndarray]:
         """A condition's last-token states: layer -> array [n_items, hidden]."""

@@ -16,6 +16,7 @@ from reprlab.server.config import Settings
 from reprlab.server.deps import QueueDep, SessionDep, SettingsDep, StoreDep, UserDep
 from reprlab.server.errors import AUTHENTICATED_ERRORS, VALIDATION_HINT, APIError, error_responses
 from reprlab.server.queue import QueueUnavailable
+from reprlab.server.routes.datasets import check_spec_upload
 from reprlab.server.storage import ArtifactNotFound
 from reprlab.server.users import Caller
 
@@ -83,8 +84,9 @@ def owned_job(session: SessionDep, job_id: str, user: Caller) -> Job:
     responses=error_responses(403, 413),
 )
 def create_job(
-    spec: JobSpec, session: SessionDep, user: UserDep, queue: QueueDep, settings: SettingsDep
-) -> Job:
+    spec: JobSpec, session: SessionDep, user: UserDep, queue: QueueDep, settings: SettingsDep,
+    store: StoreDep,
+) -> Job:  # fmt: skip
     """Validate a `JobSpec`, store the job as `queued` and hand it to the workers.
 
     An invalid spec is a 422 naming each bad field; one over a per-job limit a 422
@@ -94,6 +96,7 @@ def create_job(
     """
     refuse_nul_characters(spec)
     time_limit_s = job_time_limit(spec, settings)
+    check_spec_upload(store, user, spec)  # 422 for an upload id that is not the caller's
     limits.check_submission(session, user, spec, settings)  # locks the user's row to commit
     with users.auditing_job_submission(session, user.name, spec):
         job = crud.create_job(session, user.name, spec, time_limit_s=time_limit_s)

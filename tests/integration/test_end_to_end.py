@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import Service
+from typer.testing import CliRunner
 
 from reprlab.client import Client
 from reprlab.client._exceptions import (
@@ -19,6 +21,7 @@ from reprlab.client._exceptions import (
     JobFailedError,
     UnprocessableEntityError,
 )
+from reprlab.client.cli import app as cli_app
 from reprlab.schemas import JobStatus
 
 pytestmark = pytest.mark.integration
@@ -57,8 +60,12 @@ def test_icl_job_end_to_end(client: Client, service: Service, tiny_model_dir: Pa
         assert cond.layers == [0, 1, 2, 3, 4]
         twonn = cond.curve("id_twonn")
         assert twonn.label.startswith("TwoNN")
-        assert all(v is not None and math.isfinite(v) and v > 0 for v in twonn.values)
-        assert twonn.summary["auc"] is not None
+        # Every prompt ends at the answer position, the same "\n" token: at the embedding
+        # layer all states coincide, so TwoNN is undefined there (the study's layer 0 too).
+        assert twonn.values[0] is None and any(w.startswith("layer 0") for w in cond.warnings)
+        assert cond.duplicates[0] == 79  # 80 queries, one distinct state
+        assert all(v is not None and math.isfinite(v) and v > 0 for v in twonn.values[1:])
+        assert twonn.summary["auc"] is not None  # layers scaled to [0, 1], layer 0 excluded
         gride = cond.curve("id_gride")
         assert gride.params == {"n1": 4, "n2": 8}
         assert cond.behaviour is not None and cond.behaviour.n_items == 80
@@ -74,6 +81,21 @@ def test_icl_job_end_to_end(client: Client, service: Service, tiny_model_dir: Pa
     assert acts[4].shape == (80, 64) and acts[4].dtype == np.float32
     plot = client.jobs.download_artifact(job.id, "plots/id_twonn.png", service.home / "p.png")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Every item's exact prompt, demos and tokens read, matching the results' records.
+    prompts = client.jobs.prompts(job.id, "icl-2")
+    assert prompts.condition == "icl-2" and prompts.prompt_format["suffix"] == "\n"
+    assert [p.demos for p in prompts.prompts] == icl.demos
+    assert [p.tokens_read for p in prompts.prompts] == icl.tokens_read
+    assert [hashlib.sha256(p.text.encode()).hexdigest()[:16] for p in prompts.prompts] == (
+        icl.prompt_hashes
+    )
+    assert all(p.text.endswith("\n") and p.tokens_read == [p.n_tokens - 1, p.n_tokens]
+               for p in prompts.prompts)  # fmt: skip
+    env = {"REPRLAB_URL": service.url, "REPRLAB_API_KEY": service.api_key}
+    shown = CliRunner().invoke(cli_app, ["results", job.id, "--prompts", "2"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert repr(prompts.prompts[1].text) in shown.output and "zero-shot" in shown.output
 
 
 def test_identical_job_reuses_activations(client: Client, tiny_model_dir: Path) -> None:

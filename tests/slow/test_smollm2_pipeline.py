@@ -37,7 +37,9 @@ def test_zero_shot_vs_five_shot_finite_id_at_every_layer(
         for metric in ("id_twonn", "id_gride"):
             values = cond.curve(metric).values
             assert len(values) == 31
-            assert all(v is not None and math.isfinite(v) and 0 < v < 576 for v in values)
+            # Layer 0 is the embedding of the answer-position "\n" every prompt ends in.
+            assert values[0] is None and cond.duplicates[0] == 149
+            assert all(v is not None and math.isfinite(v) and 0 < v < 576 for v in values[1:])
         assert cond.curve("id_twonn").summary["auc"] is not None
     # Same data, same model: the 5-shot prompts differ only by the demonstrations.
     zs, icl = results.conditions
@@ -79,7 +81,9 @@ def test_lora_sft_beats_zero_shot_and_a_rerun_is_all_cached(
     assert len(losses) == 12 and losses[-1] < 0.5 * losses[0]
     for cond in out.results.conditions:
         values = cond.curve("id_twonn").values
-        assert all(v is not None and math.isfinite(v) for v in values)
+        # Layer 0: the embedding of the answer-position "\n" that every prompt ends in.
+        assert values[0] is None and any(w.startswith("layer 0") for w in cond.warnings)
+        assert all(v is not None and math.isfinite(v) for v in values[1:])
 
     reporter = NullReporter()
     again = run_pipeline(spec, store=store, model_cache=model_cache, reporter=reporter)
@@ -98,6 +102,7 @@ def test_study_3_recipe_scaled_down_gives_every_metric_at_every_layer(
     data["dataset"].update(n_eval=48, n_train=16)
     data["conditions"][1]["k"] = 2
     data["accuracy"] = False
+    data.pop("correlations")  # they need accuracy; tests/unit/test_correlate.py covers them
     spec = JobSpec.model_validate(data)
     out = run_pipeline(
         spec, store=ArtifactStore(str(tmp_path)), model_cache=model_cache, reporter=NullReporter()

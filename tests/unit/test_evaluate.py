@@ -106,3 +106,40 @@ def test_pipeline_reports_accuracy_and_reuses_it(tiny_model_dir: Path, tmp_path:
     again, stages = run()
     assert stages["accuracy:zs"] == "cached" and "load-model" not in stages
     assert again == first
+
+
+def _joint_by_hand(model: torch.nn.Module, tok: object, prompt: str, conts: list[str]) -> list:
+    """Scores on the joint tokenisation: every option's tokens past the common prefix that the
+    prompt's own tokens share with all of them."""
+    ctx = tok(prompt)["input_ids"]  # type: ignore[operator]
+    wholes = [tok(prompt + c)["input_ids"] for c in conts]  # type: ignore[operator]
+
+    def common(a: list, b: list) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    cut = min(common(ctx, w) for w in wholes)
+    out = []
+    for whole in wholes:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+        out.append(sum(float(logp[t - 1, whole[t]]) for t in range(cut, len(whole))))
+    return out
+
+
+def test_a_prompt_whose_end_merges_with_the_answer_is_scored_on_the_joint_tokens(
+    tiny: tuple[torch.nn.Module, object],
+) -> None:
+    model, tok = tiny
+    prompt, options = "a great posi", ["tive", "xq"]
+    ctx = tok(prompt)["input_ids"]  # type: ignore[operator]
+    whole = tok(prompt + "tive")["input_ids"]  # type: ignore[operator]
+    assert whole[: len(ctx)] != ctx  # "posi" + "tive" merge: the case under test
+    scores = score_options(model, tok, [prompt, "plain text"], [0, 1], options, "")
+    assert scores.boundary_merges == 1
+    for got, want in zip(
+        scores.loglik[0], _joint_by_hand(model, tok, prompt, options), strict=True
+    ):
+        assert math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-4)

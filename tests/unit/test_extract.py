@@ -192,7 +192,8 @@ def test_safetensors_round_trip_and_numpy_reader(tiny) -> None:
     torch.testing.assert_close(back.states, acts.states, atol=0, rtol=0)
 
     arrays = safetensors.numpy.load(data)
-    assert set(arrays) == {"layer.0", "layer.3", "layer.4", "n_tokens"}
+    assert set(arrays) == {"layer.0", "layer.3", "layer.4", "n_tokens", "read"}
+    assert back.read == [(n - 1, n) for n in acts.n_tokens]  # position "last"
     assert arrays["layer.3"].shape == (5, 64) and arrays["layer.3"].dtype == np.float32
     np.testing.assert_array_equal(arrays["layer.3"], acts.states[:, 1].numpy())
     assert arrays["n_tokens"].dtype == np.int64
@@ -443,7 +444,7 @@ def test_safetensors_round_trip_with_attention(tiny, per_head: bool, tmp_path: P
     torch.testing.assert_close(back.attention, acts.attention, atol=0, rtol=0, equal_nan=True)
     torch.testing.assert_close(back.states, acts.states, atol=0, rtol=0)
     arrays = safetensors.numpy.load(data)
-    assert set(arrays) == {"layer.0", "layer.3", "layer.4", "n_tokens", "attention"}
+    assert set(arrays) == {"layer.0", "layer.3", "layer.4", "n_tokens", "read", "attention"}
     assert arrays["attention"].shape == tuple(acts.attention.shape)
     path = tmp_path / "acts.safetensors"
     path.write_bytes(data)

@@ -240,6 +240,25 @@ def test_jsonl_paths_must_resolve_under_the_data_roots(make_api: Any) -> None:
     assert post(str(data / "d.jsonl")).status_code == 201
 
 
+def test_demo_datasets_and_demos_files_are_held_to_the_data_roots(make_api: Any) -> None:
+    api = make_api()
+    data, outside = api.roots / "data", api.roots / "outside"
+    (outside / "d.json").write_text('{"0": [0]}')
+    (data / "d.json").write_text('{"0": [0]}')
+    (outside / "s.jsonl").write_text('{"input": "a", "output": "b"}\n')
+    icl = {"name": "icl", "k": 1}
+    for cond, words in [
+        ({**icl, "selection": "given", "demos_file": str(outside / "d.json")},
+         "conditions.icl.demos_file"),
+        ({**icl, "demo_dataset": {"source": "jsonl", "path": str(outside / "s.jsonl")}},
+         "conditions.icl.demo_dataset path"),
+    ]:  # fmt: skip
+        spec = {**SPEC, "conditions": [cond]}
+        refused(api, api.post(spec), 403, "Forbidden", "REPRLAB_DATA_ROOTS", words)
+    ok = {**SPEC, "conditions": [{**icl, "selection": "given", "demos_file": "d.json"}]}
+    assert api.post(ok).status_code == 201
+
+
 def test_paths_that_cannot_be_resolved_are_refused_not_errors(make_api: Any) -> None:
     api = make_api()
     data = api.roots / "data"

@@ -87,6 +87,15 @@ class AdminRoute:
     json: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class UploadRoute:
+    """A dataset upload route: `path` concrete (the world's upload of alice's is `{upload}`)."""
+
+    path: str
+
+
+UPLOAD = b'{"input": "a", "output": "b"}\n'
+
 # Key ids: 1 root (admin), 2 alice, 3 bob, 4 a spare key of alice's. Admin requests run in this
 # order (key 4's expiry is changed before it is revoked).
 ROUTES: dict[tuple[str, str], Any] = {
@@ -103,6 +112,8 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/jobs/{job_id}/results"): JobRoute(),
     ("GET", "/v1/jobs/{job_id}/artifacts"): JobRoute(),
     ("GET", "/v1/jobs/{job_id}/artifacts/{name:path}"): JobRoute(names=tuple(ARTIFACTS)),
+    ("POST", "/v1/datasets"): UploadRoute("/v1/datasets?filename=d.jsonl"),
+    ("GET", "/v1/datasets/{upload_id}"): UploadRoute("/v1/datasets/{upload}"),
     ("GET", "/v1/admin/users"): AdminRoute("/v1/admin/users"),
     ("POST", "/v1/admin/users"): AdminRoute("/v1/admin/users", 201, {"name": "carol"}),
     ("GET", "/v1/admin/users/{name}"): AdminRoute("/v1/admin/users/bob"),
@@ -129,6 +140,7 @@ class World:
     app: FastAPI
     keys: dict[str, dict[str, str]]
     jobs: dict[str, str] = field(default_factory=dict)
+    upload: str = ""
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -185,6 +197,9 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
             assert response.status_code == 201, response.text
             world.jobs[name] = response.json()["id"]
         _succeed(world, world.jobs["done"])
+        uploaded = world.request("POST", "/v1/datasets?filename=d.jsonl", "alice", content=UPLOAD)
+        assert uploaded.status_code == 201, uploaded.text
+        world.upload = uploaded.json()["id"]
         yield world
 
 
@@ -240,6 +255,8 @@ def test_every_private_route_needs_a_key(world: World) -> None:
     for (method, path), case in ROUTES.items():
         if isinstance(case, AdminRoute):
             concrete = case.path
+        elif isinstance(case, UploadRoute):
+            concrete = case.path.replace("{upload}", world.upload)
         else:
             concrete = _concrete(path, world.jobs["done"], "results.json")
         response = world.request(method, concrete, None, json=getattr(case, "json", None))
@@ -332,6 +349,22 @@ def test_me_answers_about_the_caller(world: World) -> None:
 
 
 # --- admin routes ------------------------------------------------------------------------------
+
+
+def test_an_upload_is_visible_to_its_owner_and_admins_only(world: World) -> None:
+    path = f"/v1/datasets/{world.upload}"
+    theirs = _error(world.request("GET", path, "bob"), 404, "NotFound")
+    none = _error(world.request("GET", "/v1/datasets/" + "f" * 32, "bob"), 404, "NotFound")
+    assert theirs["message"].replace(world.upload, "f" * 32) == none["message"]
+    for who in ("alice", "root"):
+        got = world.request("GET", path, who)
+        assert got.status_code == 200 and got.json()["owner"] == "alice", (who, got.text)
+    mine = world.request("POST", "/v1/datasets?filename=d.jsonl", "bob", content=UPLOAD)
+    assert mine.status_code == 201 and mine.json()["owner"] == "bob"
+    assert mine.json()["id"] != world.upload  # the same bytes, another owner: another upload
+    spec = {**SPEC, "dataset": {"source": "file", "upload": world.upload}}
+    refused = _error(world.request("POST", "/v1/jobs", "bob", json=spec), 422, "ValidationError")
+    assert "no uploaded dataset" in refused["message"]
 
 
 def test_admin_routes_refuse_members(world: World) -> None:

@@ -49,15 +49,15 @@ def _expected_demos(seed: int, i: int, pool: int, k: int) -> tuple[int, ...]:
     return tuple(int(j) for j in rng.choice(pool, size=k, replace=False))
 
 
-def test_plain_k0_is_the_query_input() -> None:
+def test_plain_k0_ends_at_the_answer_position_after_the_delimiter() -> None:
     prompts = _build(_plain(), 0)
-    assert prompts == [Prompt("q0", 0, ()), Prompt("q1", 1, ())]
-    assert _build(_plain(), 0, instruction="Classify.")[0].text == "Classify.\n\nq0"
+    assert prompts == [Prompt("q0\n", 0, ()), Prompt("q1\n", 1, ())]
+    assert _build(_plain(), 0, instruction="Classify.")[0].text == "Classify.\n\nq0\n"
 
 
 def test_plain_k1_exact_text() -> None:
     (p, _) = _build(_plain(n_train=1), 1)
-    assert p == Prompt("t0\nL0\n\nq0", 0, (0,))
+    assert p == Prompt("t0\nL0\n\nq0\n", 0, (0,))
 
 
 def test_plain_k3_exact_text_in_demo_order() -> None:
@@ -65,7 +65,7 @@ def test_plain_k3_exact_text_in_demo_order() -> None:
     for i, p in enumerate(prompts):
         assert p.demos == _expected_demos(7, i, 3, 3)
         a, b, c = p.demos
-        assert p.text == f"t{a}\nL{a}\n\nt{b}\nL{b}\n\nt{c}\nL{c}\n\nq{i}"
+        assert p.text == f"t{a}\nL{a}\n\nt{b}\nL{b}\n\nt{c}\nL{c}\n\nq{i}\n"
     orders = {p.demos for seed in range(10) for p in _build(_plain(), 3, seed=seed)}
     assert len(orders) > 1  # the order of the demonstrations is sampled too
 
@@ -74,7 +74,7 @@ def test_plain_with_custom_delimiter_separator_and_instruction() -> None:
     (p, _) = _build(
         _plain(n_train=1), 1, target_delimiter=" => ", demo_separator="\n", instruction="Go."
     )
-    assert p.text == "Go.\nt0 => L0\nq0"
+    assert p.text == "Go.\nt0 => L0\nq0 =>"  # the suffix: the delimiter less trailing spaces
 
 
 def test_mcq_k0_k1_k3_exact_text() -> None:
@@ -102,7 +102,9 @@ def test_mcq_subject_fallback_instruction_and_template_override() -> None:
     assert _build(d, 0, template="plain")[1].text == bare
     (p,) = _build(_mcq(n_train=1), 1, template="plain", target_delimiter="\n")[:1]
     assert p.text.startswith("Demo 0?") and "Answer:\nA\n\nQuery?" in p.text
-    assert _build(_plain(), 0, template="mcq")[0].text == HEADER.format("general knowledge") + "q0"
+    assert p.text.endswith("Answer:\n")
+    expected = HEADER.format("general knowledge") + "q0\n"
+    assert _build(_plain(), 0, template="mcq")[0].text == expected
 
 
 def test_demos_are_distinct_seeded_per_query_and_deterministic() -> None:
@@ -128,7 +130,7 @@ def test_demonstrations_never_include_the_query() -> None:
     prompts = build_prompts(d, ICLCondition(name="icl", k=10, seed=3), PromptSpec())
     for p in prompts:
         query = d.eval[p.item].input
-        assert p.text.endswith("\n\n" + query)
+        assert p.text.endswith("\n\n" + query + "\n")
         assert all(d.train[j].input != query for j in p.demos)
         assert all(f"{d.train[j].input}\n{d.train[j].output}" in p.text for j in p.demos)
 
@@ -230,6 +232,11 @@ def test_training_texts_are_zero_shot_prompts_and_delimited_outputs() -> None:
         p.text for p in build_prompts(as_query, zero_shot, PromptSpec())
     ]
     assert [c for _, c in pairs] == [d.target_delimiter + d.train[j].output for j in (1, 0)]
+    # A "\n" delimiter: the prompt ends with it, the continuation is the bare output.
+    plain = training_texts(_plain(), [0, 2], PromptSpec())
+    assert plain == [("t0\n", "L0"), ("t2\n", "L2")]
+    for (prompt, cont), j in zip(pairs, (1, 0), strict=True):  # header + input + " " + output
+        assert prompt.endswith(d.train[j].input) and cont == " " + d.train[j].output
 
 
 # --- study 3: item spans follow the query into the prompt -------------------------------------
@@ -258,7 +265,8 @@ def test_query_spans_map_onto_the_same_text_in_the_prompt(k: int, prompt: dict) 
         for name, (start, end) in query.spans.items():
             assert p.text[slice(*p.spans[name])] == query.input[start:end]
         # The mapped span points into the query, not into a demonstration with the same text.
-        assert p.spans["relevant"][0] == len(p.text) - len(query.input)
+        suffix = prompt.get("target_delimiter", "\n").rstrip(" ")
+        assert p.spans["relevant"][0] == len(p.text) - len(suffix) - len(query.input)
     assert _build(_plain(), 2)[0].spans == {}  # items without spans give prompts without spans
 
 
@@ -273,3 +281,56 @@ def test_builtin_study3_spans_survive_demonstrations(name: str) -> None:
         for span, (start, end) in query.spans.items():
             assert p5.text[slice(*p5.spans[span])] == query.input[start:end]
             assert p5.spans[span][0] > start  # shifted past the demonstrations
+
+
+# --- issue 13: the answer position, one rule for every template --------------------------------
+
+
+def test_janapati_ji_format_is_byte_exact() -> None:
+    """Study 1's run_icl_exp.generate_prompts: each demo `combined + "\n\n"` (combined =
+    input + "\n" + output), then the query `input + "\n"`."""
+    sst = "it 's a charming and often affecting journey . \nQuestion: Was that sentence positive or negative? Answer:"  # noqa: E501
+    train = [Example(f"demo {i} \nQuestion: Was that sentence positive or negative? Answer:",
+                     "positive" if i % 2 else "negative") for i in range(6)]  # fmt: skip
+    d = Dataset("sst2", train=train, eval=[Example(sst, "positive")])
+    (p,) = build_prompts(d, ICLCondition(name="icl", k=2, seed=0), PromptSpec())
+    a, b = p.demos
+    combined = [train[j].input + "\n" + train[j].output for j in (a, b)]
+    assert p.text == combined[0] + "\n\n" + combined[1] + "\n\n" + sst + "\n"
+    assert p.text.endswith("negative? Answer:\n")  # read at the "\n" after "Answer:"
+
+
+def test_doimo_format_is_byte_exact_and_ends_at_answer_colon() -> None:
+    d = _mcq(n_train=2)
+    (p, _) = _build(d, 2, seed=0)
+    header = "The following are multiple choice questions (with answers) about elementary arithmetic.\n\n"  # noqa: E501
+    demos = "".join(f"{d.train[j].input} {d.train[j].output}\n\n" for j in p.demos)
+    assert p.text == header + demos + "Query?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:"
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "suffix", "ends", "continuation"),
+    [("\n", None, "q0\n", "y"), (" ", None, "q0", " y"), (" => ", None, "q0 =>", " y"),
+     ("\nAnswer: ", "\n", "q0\n", "Answer: y"), ("\n", "", "q0", "\ny")],
+)  # fmt: skip
+def test_prompt_plus_continuation_is_input_delimiter_output(
+    delimiter: str, suffix: str | None, ends: str, continuation: str
+) -> None:
+    from reprlab.worker.prompts import prompt_format
+
+    spec = PromptSpec(target_delimiter=delimiter, query_suffix=suffix)
+    (p, _) = build_prompts(_plain(), ICLCondition(name="z", k=0), spec)
+    fmt = prompt_format(_plain(), spec)
+    assert p.text == ends and fmt.continuation("y") == continuation
+    assert p.text + fmt.continuation("y") == "q0" + delimiter + "y"
+
+
+def test_a_query_suffix_that_does_not_begin_the_delimiter_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from reprlab.worker.prompts import prompt_format
+
+    with pytest.raises(ValidationError, match="must be the start of prompt.target_delimiter"):
+        PromptSpec(target_delimiter="\n", query_suffix=" ")
+    with pytest.raises(SpecError, match="not the start of the target delimiter"):
+        prompt_format(_mcq(), PromptSpec(query_suffix="\n"))  # the mcq delimiter is " "

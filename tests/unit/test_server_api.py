@@ -153,7 +153,8 @@ def test_create_get_list_jobs(api: Api) -> None:
     assert api.queue.ids == [job["id"]]
     assert job["spec"]["conditions"][1] == {
         "paradigm": "icl", "name": "icl-5", "k": 5, "selection": "random",
-        "group_by": "subject", "seed": 0,
+        "group_by": "subject", "pick": "seeded", "seed": 0, "demos": None, "demos_file": None,
+        "label_noise": 0.0, "demo_dataset": None,
     }  # fmt: skip
     got = api.client.get(f"/v1/jobs/{job['id']}", headers=api.alice)
     assert got.status_code == 200 and got.json() == job

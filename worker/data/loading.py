@@ -1,27 +1,46 @@
-"""Turn a dataset spec into a `Dataset`: built-in generators, inline items, JSONL files."""
+"""Turn a dataset spec into a `Dataset`: built-in generators, inline items, JSONL files, and
+real data (files and uploads: `files.py`; Hugging Face datasets: `hub.py`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from reprlab.schemas.datasets import FileDataset, HFDataset
 from reprlab.schemas.jsonl import parse_jsonl
 from reprlab.schemas.specs import BuiltinDataset, DatasetSpec, InlineDataset, Item, JsonlDataset
 from reprlab.server.paths import PathNotAllowed, resolve_under_roots
+from reprlab.server.storage import ArtifactStore
 from reprlab.worker.data import linear_regression, mcq, reading_comprehension, sentiment
 from reprlab.worker.data.base import BuiltinGenerator, Dataset, Example, generate_distinct, split
+from reprlab.worker.data.files import read_file_source
+from reprlab.worker.data.hub import read_hf_source
+from reprlab.worker.data.mapping import build_dataset
 from reprlab.worker.errors import DataError, SpecError
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
-def load_dataset(spec: DatasetSpec, *, data_roots: Sequence[Path] = ()) -> Dataset:
+def load_dataset(
+    spec: DatasetSpec, *, data_roots: Sequence[Path] = (), store: ArtifactStore | None = None,
+    hub_downloads: bool = False,
+) -> Dataset:  # fmt: skip
     """The dataset a spec describes (deterministic given its seed).
+
+    Args:
+        store: where uploaded files (`source: file` with `upload`) are read from.
+        hub_downloads: let `source: hf` ask the Hugging Face hub (else its cache only).
 
     Raises:
         DataError: a file outside the data roots, unreadable or malformed, or too few items.
         SpecError: a negative seed.
     """
+    if isinstance(spec, FileDataset):
+        name, source = read_file_source(spec, data_roots=data_roots, store=store)
+        return build_dataset(name, source, spec)
+    if isinstance(spec, HFDataset):
+        name, source = read_hf_source(spec, data_roots=data_roots, hub_downloads=hub_downloads)
+        return build_dataset(name, source, spec)
     if spec.seed < 0:  # numpy seeds must be non-negative; the schema does not bound it
         raise SpecError(f"dataset.seed is {spec.seed}", hint="use a dataset.seed >= 0")
     if isinstance(spec, BuiltinDataset):
