@@ -23,10 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _smollm2 import load_smollm2
 
 from reprlab.schemas import ExtractionSpec
 from reprlab.schemas.specs import BuiltinDataset
@@ -35,7 +34,6 @@ from reprlab.worker.evaluate import split_continuation
 from reprlab.worker.extract import extract_activations
 from reprlab.worker.metrics.intrinsic_dim import twonn
 from reprlab.worker.metrics.knn import knn_graph, remove_duplicates
-from reprlab.worker.models import pull_builtin, select_device
 
 # n_eval, n_train as in the recipes (linear_regression has no recipe: about as many as the
 # others).
@@ -127,12 +125,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
-    cache = Path(os.environ.get("REPRLAB_MODEL_CACHE", Path.home() / ".cache/reprlab/models"))
-    path = pull_builtin("smollm2-135m-instruct", cache, log=print)
-    device = select_device(args.device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    model, tokenizer, device = load_smollm2(args.device, log=print)
 
     summary: dict[str, str] = {}
     for name in args.only:

@@ -23,14 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _smollm2 import load_smollm2
 
 from reprlab.schemas import ExtractionSpec
 from reprlab.worker.extract import extract_activations
-from reprlab.worker.models import pull_builtin, select_device
 
 _ADJ = [
     "wonderful",
@@ -173,12 +171,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    cache = Path(os.environ.get("REPRLAB_MODEL_CACHE", Path.home() / ".cache/reprlab/models"))
-    path = pull_builtin("smollm2-135m-instruct", cache, log=print)
-    device = select_device(args.device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    model, tokenizer, device = load_smollm2(args.device, log=print)
     prompts = build_prompts(args.n)
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     spec = ExtractionSpec(layers="all", batch_size=args.batch_size, max_length=4096)

@@ -19,17 +19,15 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _smollm2 import load_smollm2
 
 from reprlab.schemas import BuiltinDataset, ICLCondition, PromptSpec
 from reprlab.worker.data import load_dataset
 from reprlab.worker.evaluate import score_options, split_continuation
 from reprlab.worker.extract import left_pad
-from reprlab.worker.models import pull_builtin
-from reprlab.worker.prompts import build_prompts, target_delimiter
+from reprlab.worker.prompts import build_prompts, prompt_format
 
 
 def reference(
@@ -71,16 +69,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    cache = Path(os.environ.get("REPRLAB_MODEL_CACHE", Path.home() / ".cache/reprlab/models"))
-    path = pull_builtin("smollm2-135m-instruct", cache)
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model, tok, _ = load_smollm2("cpu")
 
     data = load_dataset(BuiltinDataset(name=args.dataset, n_eval=args.n, n_train=64))
     spec = PromptSpec()
     prompts = [p.text for p in build_prompts(data, ICLCondition(name="b", k=args.k), spec)]
-    options, delim = list(data.options), target_delimiter(data, spec)
+    options, delim = list(data.options), prompt_format(data, spec).continuation_prefix
     gold = [options.index(q.output) for q in data.eval]
 
     ours_t, ref_t = [], []
