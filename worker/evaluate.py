@@ -65,9 +65,14 @@ def split_continuation(
     token: the tokens scored or trained on are always those of `context + continuation`.
     """
     whole: list[int] = tokenizer(context + continuation)["input_ids"]
-    ctx: list[int] = tokenizer(context)["input_ids"]
-    cut = min(_common_prefix(whole, ctx), len(whole) - 1)
+    cut = _cut(whole, tokenizer(context)["input_ids"])
     return whole[:cut], whole[cut:]
+
+
+def _cut(whole: Sequence[int], context: Sequence[int]) -> int:
+    """Where the joint encoding stops agreeing with the context's own, leaving at least one
+    continuation token."""
+    return min(_common_prefix(whole, context), len(whole) - 1)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def _encode(tokenizer: Any, prompt: str, prefix: str, options: Sequence[str]) ->
     """
     ctx: list[int] = tokenizer(prompt)["input_ids"]
     wholes: list[list[int]] = [tokenizer(prompt + prefix + o)["input_ids"] for o in options]
-    cut = min(min(_common_prefix(w, ctx), len(w) - 1) for w in wholes)
+    cut = min(_cut(w, ctx) for w in wholes)
     if cut < 1:
         raise SpecError(
             "a prompt's only token merges with its continuation, so no context is left to "

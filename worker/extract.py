@@ -274,7 +274,7 @@ def extract_activations(
         for handle in handles:
             handle.remove()
     n_tokens = [len(e) for e in encoded]
-    read = [r[plan.names[0]] for r in ranges] if plan.pool else [(n - 1, n) for n in n_tokens]
+    read = [r[plan.names[0]] for r in ranges] if plan.pool else []  # [] -> the last tokens
     return _activations(plan, states, n_tokens, read, masses, spec)
 
 

@@ -34,6 +34,7 @@ from reprlab.worker.pipeline_context import JobContext, NullReporter, Reporter, 
 from reprlab.worker.pipeline_metrics import comparison_results, condition_results
 from reprlab.worker.pipeline_report import write_report
 from reprlab.worker.pipeline_units import extract_units
+from reprlab.worker.prompts import prompt_format
 
 __all__ = ["NullReporter", "PipelineOutput", "Reporter", "run_pipeline"]
 
@@ -106,6 +107,7 @@ def run_pipeline(
         models=models if models is not None else ModelCache(),
         model_cache=model_cache,
         model_roots=model_roots,
+        fmt=prompt_format(dataset, spec.prompt),
         graphs=GraphCache(graph_cache_bytes),
         pools=pools,
         given=given,

@@ -28,6 +28,7 @@ from reprlab.worker.errors import JobCancelled
 from reprlab.worker.finetune import Trainee, make_trainee
 from reprlab.worker.metrics import GraphCache
 from reprlab.worker.models import LoadedModel, ModelCache, ResolvedModel, load_model
+from reprlab.worker.prompts import PromptFormat
 
 # Share of the progress bar each phase takes; extraction dominates on real models.
 EXTRACT_SHARE = 0.75
@@ -71,6 +72,7 @@ class JobContext:
     models: ModelCache
     model_cache: Path
     model_roots: Sequence[Path]
+    fmt: PromptFormat
     graphs: GraphCache = field(default_factory=GraphCache)
     # Per spec ICL condition: the demonstration pool of its `demo_dataset`, and its given draws.
     pools: dict[str, Dataset] = field(default_factory=dict)

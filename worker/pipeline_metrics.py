@@ -67,7 +67,7 @@ def condition_results(
                 demos=unit.demos,
                 prompt_hashes=[_text_hash(p.text) for p in unit.prompts],
                 tokens_read=[list(r) for r in acts.read],
-                prompt_format=unit.fmt.key(),
+                prompt_format=ctx.fmt.key(),
                 prompts_artifact=f"prompts/{unit.name}.json",
                 step=unit.step,
                 trained_on=unit.trained_on,

@@ -9,6 +9,7 @@ asks, scores its accuracy; every piece of work is reused from the store when it 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,14 +30,7 @@ from reprlab.worker.finetune import (
 )
 from reprlab.worker.models import LoadedModel
 from reprlab.worker.pipeline_context import EXTRACT_SHARE, JobContext, timed_stage
-from reprlab.worker.prompts import (
-    Prompt,
-    PromptFormat,
-    build_prompts,
-    fixed_demos,
-    prompt_format,
-    training_texts,
-)
+from reprlab.worker.prompts import Prompt, build_prompts, fixed_demos, training_texts
 
 
 @dataclass
@@ -49,7 +43,6 @@ class Unit:
     demos: list[list[int]]
     model_fp: str
     model: Callable[[], LoadedModel]
-    fmt: PromptFormat
     step: int | None = None
     losses: list[float] | None = None
     trained_on: list[int] | None = None
@@ -65,14 +58,13 @@ def extract_units(ctx: JobContext, dataset: Dataset) -> list[Unit]:
     """Every analysed point with its activations (and accuracy), reusing stored work."""
     units: list[Unit] = []
     conditions = _conditions(ctx.spec)
-    fmt = prompt_format(dataset, ctx.spec.prompt)
     n = len(conditions)
     for i, condition in enumerate(conditions):
         ctx.check_stop()
         base = 0.05 + EXTRACT_SHARE * i / n
         share = EXTRACT_SHARE / n
         if isinstance(condition, SFTCondition):
-            points = _train(ctx, dataset, condition, fmt, base, share / 2)
+            points = _train(ctx, dataset, condition, base, share / 2)
             base, share = base + share / 2, share / 2
         else:
             built = build_prompts(
@@ -83,7 +75,7 @@ def extract_units(ctx: JobContext, dataset: Dataset) -> list[Unit]:
                 Unit(
                     name=condition.name, condition=condition, prompts=built,
                     demos=[list(p.demos) for p in built], model_fp=ctx.resolved.fingerprint,
-                    model=ctx.model, fmt=fmt,
+                    model=ctx.model,
                 )
             ]  # fmt: skip
         for j, unit in enumerate(points):
@@ -101,12 +93,7 @@ def extract_units(ctx: JobContext, dataset: Dataset) -> list[Unit]:
 
 
 def _train(
-    ctx: JobContext,
-    dataset: Dataset,
-    cond: SFTCondition,
-    fmt: PromptFormat,
-    base: float,
-    share: float,
+    ctx: JobContext, dataset: Dataset, cond: SFTCondition, base: float, share: float
 ) -> list[Unit]:
     """Fine-tune (or find the stored checkpoints of) one SFT condition; one unit per step."""
     if cond.train_on == "train":
@@ -124,7 +111,7 @@ def _train(
         )
     recipe_key = keys.digest({
         "v": keys.KEY_VERSION, "training": TRAINING_VERSION, "model": ctx.resolved.fingerprint,
-        "dtype": ctx.spec.model.dtype, "texts": keys.digest(pairs), "format": fmt.key(),
+        "dtype": ctx.spec.model.dtype, "texts": keys.digest(pairs), "format": ctx.fmt.key(),
         "recipe": cond.training_recipe(), "total": total,
     })  # fmt: skip
     steps = sorted({*cond.checkpoints, total})
@@ -155,7 +142,7 @@ def _train(
                 trained_on=list(indices) if cond.train_on == "demos" else None,
                 model_fp=keys.digest([ctx.resolved.fingerprint, ckpt_key(step)]),
                 model=functools.partial(ctx.tuned, cond, recipe_key, ckpt_key(step)),
-                fmt=fmt, step=step, losses=losses[:step],
+                step=step, losses=losses[:step],
             )
         )  # fmt: skip
     return units
@@ -221,12 +208,10 @@ def _behaviour_unit(
         )
         return
     gold = [options.index(q.output) for q in dataset.eval]
-    prefix = unit.fmt.continuation_prefix
     key = "behaviour/" + keys.digest({
         "v": keys.KEY_VERSION, "scoring": SCORING_VERSION, "model": unit.model_fp,
-        "dtype": ctx.spec.model.dtype, "format": unit.fmt.key(),
-        "prompts": keys.prompts_digest(unit.prompts), "options": options, "prefix": prefix,
-        "gold": gold,
+        "dtype": ctx.spec.model.dtype, "format": ctx.fmt.key(),
+        "prompts": keys.prompts_digest(unit.prompts), "options": options, "gold": gold,
     }) + ".json"  # fmt: skip
     with timed_stage(ctx.reporter, stage) as rec:
         if ctx.store.exists(key):
@@ -241,7 +226,7 @@ def _behaviour_unit(
 
             scores = score_options(
                 loaded.model, loaded.tokenizer, [p.text for p in unit.prompts], gold, options,
-                prefix,
+                ctx.fmt.continuation_prefix,
                 batch_size=ctx.spec.extraction.batch_size, progress=on_batch,
                 should_stop=ctx.reporter.should_stop,
             )  # fmt: skip
@@ -268,7 +253,7 @@ def _extract_unit(ctx: JobContext, unit: Unit, base: float, share: float) -> Act
         dtype=ctx.spec.model.dtype,
         prompts_sha=keys.prompts_digest(unit.prompts),
         extraction=extraction,
-        prompt_format=unit.fmt.key(),
+        prompt_format=ctx.fmt.key(),
     )
     ctx.artifacts[f"activations/{unit.name}.safetensors"] = key
     stage = f"extract:{unit.name}"
@@ -302,7 +287,7 @@ def _record_prompts(ctx: JobContext, unit: Unit) -> None:
         raise RuntimeError(f"unit {unit.name} has no activations")
     doc = PromptsFile(
         condition=unit.name,
-        prompt_format=unit.fmt.key(),
+        prompt_format=ctx.fmt.key(),
         prompts=[
             PromptRecord(item=p.item, text=p.text, demos=list(p.demos), n_tokens=n,
                          tokens_read=list(read), noisy_demos=list(p.noisy))
@@ -310,7 +295,7 @@ def _record_prompts(ctx: JobContext, unit: Unit) -> None:
         ],
     )  # fmt: skip
     blob = doc.model_dump_json().encode()
-    key = f"prompts/{keys.digest(blob.decode())}.json"
+    key = f"prompts/{hashlib.sha256(blob).hexdigest()}.json"
     if not ctx.store.exists(key):
         ctx.store.put_bytes(key, blob)
     ctx.artifacts[f"prompts/{unit.name}.json"] = key

@@ -141,26 +141,26 @@ def build_prompts(
             k-sweep.
     """
     k = condition.k_value
-    source = dataset if pool is None else pool
+    # Selection and label noise see the queries with the pool (and its label words) as train.
+    view = dataset if pool is None else replace(dataset, train=pool.train, options=pool.options)
     if condition.seed_value < 0:  # numpy seeds must be non-negative
         raise SpecError(
             f"condition '{condition.name}' has seed={condition.seed}",
             hint="use a seed >= 0",
         )
-    if k > len(source.train):
+    if k > len(view.train):
         raise SpecError(
             f"condition '{condition.name}' asks for k={k} demonstrations per query but the "
-            f"training pool has {len(source.train)} items",
+            f"training pool has {len(view.train)} items",
             hint=f"raise dataset.n_train to at least {k}, or lower k",
         )
     fmt = prompt_format(dataset, spec)
-    view = dataset if pool is None else replace(dataset, train=pool.train)
     chosen = select_demos(view, condition, k, given)
     noise = condition.label_noise_value
     prompts = []
     for i, query in enumerate(dataset.eval):
-        wrong = noisy_labels(source, chosen[i], noise, condition.seed_value, i) if noise else {}
-        shown = [source.train[j] for j in chosen[i]]
+        wrong = noisy_labels(view, chosen[i], noise, condition.seed_value, i) if noise else {}
+        shown = [view.train[j] for j in chosen[i]]
         shown = [replace(ex, output=wrong[p]) if p in wrong else ex for p, ex in enumerate(shown)]
         text = fmt.render(query, shown)
         offset = len(text) - len(fmt.suffix) - len(query.input)
