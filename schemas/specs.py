@@ -236,6 +236,11 @@ def _int_or_list(name: str, v: int | list[int], lo: int, hi: int) -> int | list[
     return v
 
 
+def _tag(value: float) -> str:
+    """A swept value as a name part: integers as they are, fractions shortest ('0.5')."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 class _Sweepable(StrictModel):
     """A condition whose `k` and `seed` (and, for ICL, `label_noise`) may be lists: one
     concrete condition per combination."""
@@ -264,7 +269,7 @@ class _Sweepable(StrictModel):
             value = getattr(self, dim)
             values = value if isinstance(value, list) else [value]
             combos = [
-                ({**vals, dim: v}, f"{name}.{tag}{v:g}" if isinstance(value, list) else name)
+                ({**vals, dim: v}, f"{name}.{tag}{_tag(v)}" if isinstance(value, list) else name)
                 for vals, name in combos
                 for v in values
             ]

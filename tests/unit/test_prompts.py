@@ -160,6 +160,8 @@ def _grouped() -> Dataset:
 def test_k_sweep_expands_into_named_conditions() -> None:
     sweep = ICLCondition(name="icl", k=[0, 2, 5], seed=3)
     assert [(c.name, c.k) for c in sweep.expand()] == [("icl.k0", 0), ("icl.k2", 2), ("icl.k5", 5)]
+    seeds = ICLCondition(name="s", k=1, seed=[7, 2**31 - 1], label_noise=[0.25])
+    assert seeds.expanded_names() == ["s.s7.noise0.25", "s.s2147483647.noise0.25"]
     assert ICLCondition(name="one", k=4).expand()[0].k_value == 4
     with pytest.raises(TypeError, match="expand"):
         _ = sweep.k_value
