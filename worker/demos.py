@@ -14,8 +14,8 @@ import numpy as np
 
 from reprlab.schemas.demos import parse_demos_file
 from reprlab.schemas.specs import ICLCondition
-from reprlab.server.paths import PathNotAllowed, resolve_under_roots
 from reprlab.worker.data import Dataset, Example
+from reprlab.worker.data.files import data_path, read_checked
 from reprlab.worker.errors import DataError, SpecError
 
 MAX_DEMOS_BYTES = 64 * 1024 * 1024
@@ -204,20 +204,11 @@ def read_demos_file(raw: str, data_roots: Sequence[Path], condition: str) -> lis
     Raises:
         DataError: the file is outside the roots, missing, too large or malformed.
     """
+    field = f"conditions.{condition}.demos_file"
+    path = data_path(raw, data_roots, what=field)
+    data = read_checked(path, raw, what="demos_file", field=field, max_bytes=MAX_DEMOS_BYTES)
     try:
-        path = resolve_under_roots(
-            raw, data_roots, what="demos_file", kind="data", setting="REPRLAB_DATA_ROOTS",
-            search_roots=True,
-        )  # fmt: skip
-    except PathNotAllowed as exc:
-        raise DataError(exc.message, hint=f"{exc.hint}; or let the SDK inline it") from None
-    if not path.is_file():
-        raise DataError(f"condition '{condition}': demos_file {raw} does not exist",
-                        hint="check the path")  # fmt: skip
-    if path.stat().st_size > MAX_DEMOS_BYTES:
-        raise DataError(f"demos_file {raw} is larger than {MAX_DEMOS_BYTES} bytes")
-    try:
-        return parse_demos_file(path.read_text(encoding="utf-8"), source=path.name)
+        return parse_demos_file(data.decode("utf-8"), source=path.name)
     except UnicodeDecodeError:
         raise DataError(f"demos_file {raw} is not UTF-8 text") from None
     except ValueError as exc:

@@ -37,7 +37,7 @@ def read_file_source(
     else:
         path = data_path(spec.path or "", data_roots, what="dataset file")
         fmt = format_of(path.name)
-        data = _read(path, spec.path or "")
+        data = read_checked(path, spec.path or "", what="dataset file", field="dataset.path")
         name = path.name
     if spec.format != "auto":
         fmt = spec.format
@@ -70,18 +70,22 @@ def data_path(raw: str, data_roots: Sequence[Path], *, what: str) -> Path:
         raise DataError(exc.message, hint=f"{exc.hint}; or upload the file") from None
 
 
-def _read(path: Path, raw: str) -> bytes:
+def read_checked(
+    path: Path, raw: str, *, what: str, field: str, max_bytes: int = MAX_FILE_BYTES
+) -> bytes:
+    """The bytes of a resolved data file (`data_path`), else DataError: missing, not a file,
+    larger than `max_bytes`, or unreadable. `what` names the file, `field` the spec field."""
     if not path.is_file():
         problem = "is not a file" if path.exists() else "does not exist"
-        raise DataError(f"dataset file {raw} {problem} (looked at {path})",
-                        hint="check dataset.path")  # fmt: skip
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise DataError(f"dataset file {raw} is larger than {MAX_FILE_BYTES} bytes",
-                        hint="split it, or convert it to Parquet")  # fmt: skip
+        raise DataError(f"{what} {raw} {problem} (looked at {path})",
+                        hint=f"check {field}")  # fmt: skip
+    if path.stat().st_size > max_bytes:
+        raise DataError(f"{what} {raw} is larger than {max_bytes} bytes",
+                        hint="split it (a dataset can also be converted to Parquet)")  # fmt: skip
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read dataset file {raw}: {exc.strerror}") from None
+        raise DataError(f"cannot read {what} {raw}: {exc.strerror}") from None
 
 
 def _uploaded(upload_id: str, store: ArtifactStore | None) -> tuple[str, DataFormat, bytes]:
